@@ -1,0 +1,361 @@
+package caddymodule
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/segmentio/analytics-go/v3"
+)
+
+// Values of the call and ip settings.
+const (
+	callTrack = "track"
+	callPage  = "page"
+
+	ipFull      = "full"
+	ipAnonymize = "anonymize"
+	ipOmit      = "omit"
+)
+
+// Field limits, in bytes of JSON-encoded text. With every field at its
+// limit and 32 properties of 1 KB sharing an 8 KB budget, an event stays
+// well below Segment's limit of 32 KB per event.
+const (
+	maxURLBytes        = 2048
+	maxPathBytes       = 1024
+	maxSearchBytes     = 1024
+	maxReferrerBytes   = 2048
+	maxTitleBytes      = 1024
+	maxUserAgentBytes  = 1024
+	maxLocaleBytes     = 64
+	maxCampaignBytes   = 256
+	maxPropertyBytes   = 1024
+	maxPropertiesBytes = 8192
+)
+
+// libraryName is sent as context.library.name.
+const libraryName = "caddy-segment"
+
+// modulePath is this plugin's Go module path, used to find its version in
+// the build information of the binary it is built into.
+const modulePath = "github.com/caddy-segment/caddy-segment"
+
+// library is sent as context.library: this plugin's name and the version of
+// its module in the running binary ("devel" for a local build).
+var library = sync.OnceValue(func() analytics.LibraryInfo {
+	version := "devel"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		modules := append([]*debug.Module{&info.Main}, info.Deps...)
+		for _, m := range modules {
+			if m == nil || m.Path != modulePath {
+				continue
+			}
+			if m.Replace != nil && m.Replace.Version != "" {
+				version = m.Replace.Version
+			} else if m.Version != "" && m.Version != "(devel)" {
+				version = m.Version
+			}
+		}
+	}
+	return analytics.LibraryInfo{Name: libraryName, Version: version}
+})
+
+// eventBuilder turns the facts of a request into a Segment message. It is
+// built once per config; the request path only fills in the facts.
+type eventBuilder struct {
+	event    string
+	call     string
+	ipMode   string
+	library  analytics.LibraryInfo
+	spaceID  property
+	extra    []property
+	static   analytics.Properties // shared by every event when no value has placeholders
+	isStatic bool
+}
+
+// property is a configured event property whose value may hold
+// placeholders.
+type property struct {
+	name         string
+	value        string
+	placeholders bool
+}
+
+func newEventBuilder(h *Handler) eventBuilder {
+	b := eventBuilder{
+		event:   cutField(h.Event, maxTitleBytes, "event"),
+		call:    h.Call,
+		ipMode:  h.IP,
+		library: library(),
+		spaceID: newProperty("spaceId", h.SpaceID),
+	}
+	for name, value := range h.Properties {
+		b.extra = append(b.extra, newProperty(name, value))
+	}
+
+	b.isStatic = b.call == callTrack && !b.spaceID.placeholders
+	for _, p := range b.extra {
+		b.isStatic = b.isStatic && !p.placeholders
+	}
+	if b.isStatic {
+		b.static = b.properties(nil)
+	}
+	return b
+}
+
+func newProperty(name, value string) property {
+	return property{name: name, value: value, placeholders: strings.ContainsRune(value, '{')}
+}
+
+// pageFacts is what an event says about the page that was viewed.
+type pageFacts struct {
+	url      string
+	path     string
+	search   string
+	referrer string
+	title    string
+	campaign analytics.CampaignInfo
+}
+
+// fromPage builds the event of an HTML page view.
+func (b *eventBuilder) fromPage(r *http.Request, v visitor, title string, arrived time.Time) analytics.Message {
+	page := pageFactsOf(r)
+	page.title = title
+
+	var props analytics.Properties
+	if b.isStatic {
+		props = b.static
+	} else {
+		props = b.properties(r)
+	}
+	return b.message(r, v, page, props, arrived)
+}
+
+// pageFactsOf reads the URL the reader saw: the original request before
+// any rewrite, with the scheme and host the reader used.
+func pageFactsOf(r *http.Request) pageFacts {
+	original := r
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		original = &or
+	}
+
+	requestURI := original.RequestURI
+	if !strings.HasPrefix(requestURI, "/") {
+		requestURI = original.URL.RequestURI()
+	}
+	path, query, _ := strings.Cut(requestURI, "?")
+
+	host := r.Host
+	if isTrustedProxy(r) {
+		if forwarded := firstValue(r.Header.Get("X-Forwarded-Host")); forwarded != "" {
+			host = forwarded
+		}
+	}
+
+	page := pageFacts{
+		url:      requestScheme(r) + "://" + host + requestURI,
+		path:     path,
+		referrer: r.Header.Get("Referer"),
+	}
+	if query != "" {
+		page.search = "?" + query
+		page.campaign = campaignOf(query)
+	}
+	return page
+}
+
+// campaignOf reads the utm_ parameters of a query string into a campaign.
+func campaignOf(query string) analytics.CampaignInfo {
+	if !strings.Contains(query, "utm_") {
+		return analytics.CampaignInfo{}
+	}
+	values, _ := url.ParseQuery(query)
+	return analytics.CampaignInfo{
+		Name:    values.Get("utm_campaign"),
+		Source:  values.Get("utm_source"),
+		Medium:  values.Get("utm_medium"),
+		Term:    values.Get("utm_term"),
+		Content: values.Get("utm_content"),
+	}
+}
+
+// properties returns the configured properties, with placeholders
+// resolved against r when r is not nil.
+func (b *eventBuilder) properties(r *http.Request) analytics.Properties {
+	if b.spaceID.value == "" && len(b.extra) == 0 {
+		return nil
+	}
+
+	var repl *caddy.Replacer
+	if r != nil {
+		repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	}
+
+	props := make(analytics.Properties, len(b.extra)+1)
+	budget := maxPropertiesBytes
+	for _, p := range append([]property{b.spaceID}, b.extra...) {
+		if p.value == "" {
+			continue
+		}
+		value := p.value
+		if p.placeholders && repl != nil {
+			value = repl.ReplaceAll(value, "")
+		}
+		value = cutField(value, min(maxPropertyBytes, budget), "property")
+		budget -= len(value)
+		props[p.name] = value
+	}
+	return props
+}
+
+// message assembles a track or page call from the page facts.
+func (b *eventBuilder) message(r *http.Request, v visitor, page pageFacts, props analytics.Properties, at time.Time) analytics.Message {
+	ctx := &analytics.Context{
+		Library: b.library,
+		Page: analytics.PageInfo{
+			URL:      cutField(page.url, maxURLBytes, "url"),
+			Path:     cutField(page.path, maxPathBytes, "path"),
+			Search:   cutField(page.search, maxSearchBytes, "search"),
+			Referrer: cutField(page.referrer, maxReferrerBytes, "referrer"),
+			Title:    cutField(page.title, maxTitleBytes, "title"),
+		},
+		Campaign: analytics.CampaignInfo{
+			Name:    cutField(page.campaign.Name, maxCampaignBytes, "campaign"),
+			Source:  cutField(page.campaign.Source, maxCampaignBytes, "campaign"),
+			Medium:  cutField(page.campaign.Medium, maxCampaignBytes, "campaign"),
+			Term:    cutField(page.campaign.Term, maxCampaignBytes, "campaign"),
+			Content: cutField(page.campaign.Content, maxCampaignBytes, "campaign"),
+		},
+		IP:        b.clientIP(r),
+		UserAgent: cutField(r.Header.Get("User-Agent"), maxUserAgentBytes, "user_agent"),
+		Locale:    localeOf(r.Header.Get("Accept-Language")),
+	}
+
+	if b.call == callPage {
+		return analytics.Page{
+			AnonymousId: v.anonymousID,
+			UserId:      v.userID,
+			Name:        ctx.Page.Title,
+			Timestamp:   at,
+			Context:     ctx,
+			Properties:  pageProperties(ctx.Page, props),
+		}
+	}
+	return analytics.Track{
+		AnonymousId: v.anonymousID,
+		UserId:      v.userID,
+		Event:       b.event,
+		Timestamp:   at,
+		Context:     ctx,
+		Properties:  props,
+	}
+}
+
+// pageProperties adds the page facts to a page call's properties, where
+// Segment's destinations look for them.
+func pageProperties(page analytics.PageInfo, props analytics.Properties) analytics.Properties {
+	merged := make(analytics.Properties, len(props)+5)
+	for name, value := range props {
+		merged[name] = value
+	}
+	merged["url"] = page.URL
+	merged["path"] = page.Path
+	merged["search"] = page.Search
+	merged["referrer"] = page.Referrer
+	merged["title"] = page.Title
+	return merged
+}
+
+// clientIP returns the reader's IP as Caddy determined it, honouring
+// trusted_proxies, after the configured anonymisation; nil for omit.
+func (b *eventBuilder) clientIP(r *http.Request) net.IP {
+	if b.ipMode == ipOmit {
+		return nil
+	}
+	address, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	ip, err := netip.ParseAddr(address)
+	if err != nil {
+		return nil
+	}
+	ip = ip.Unmap().WithZone("")
+	if b.ipMode == ipAnonymize {
+		ip = anonymizeIP(ip)
+	}
+	return net.IP(ip.AsSlice())
+}
+
+// anonymizeIP zeroes the last octet of an IPv4 address and the last 80
+// bits of an IPv6 address.
+func anonymizeIP(ip netip.Addr) netip.Addr {
+	if ip.Is4() {
+		b := ip.As4()
+		b[3] = 0
+		return netip.AddrFrom4(b)
+	}
+	b := ip.As16()
+	clear(b[6:])
+	return netip.AddrFrom16(b)
+}
+
+// localeOf returns the first language tag of an Accept-Language header, or
+// "" when it has none that looks like a tag.
+func localeOf(acceptLanguage string) string {
+	tag, _, _ := strings.Cut(acceptLanguage, ",")
+	tag, _, _ = strings.Cut(tag, ";")
+	tag = strings.TrimSpace(tag)
+	if tag == "" || tag == "*" || len(tag) > maxLocaleBytes {
+		return ""
+	}
+	for i := 0; i < len(tag); i++ {
+		ch := tag[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			return ""
+		}
+	}
+	return tag
+}
+
+// cutField shortens s so that its JSON encoding takes at most limit bytes,
+// cutting at a character boundary, and counts the cut under field. Invalid
+// UTF-8 is replaced, since JSON encoders would replace it anyway.
+func cutField(s string, limit int, field string) string {
+	size := 0
+	for i, r := range s {
+		n := jsonSize(r)
+		if r == utf8.RuneError {
+			if _, width := utf8.DecodeRuneInString(s[i:]); width == 1 {
+				return cutField(strings.ToValidUTF8(s, "\uFFFD"), limit, field)
+			}
+		}
+		if size+n > limit {
+			countTruncation(field)
+			return s[:i]
+		}
+		size += n
+	}
+	return s
+}
+
+// jsonSize returns how many bytes Go's encoding/json writes for r inside a
+// string: HTML-sensitive and control characters become \u escapes.
+func jsonSize(r rune) int {
+	switch {
+	case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+		return 2
+	case r < 0x20 || r == '<' || r == '>' || r == '&' || r == '\u2028' || r == '\u2029':
+		return 6
+	case r < utf8.RuneSelf:
+		return 1
+	default:
+		return utf8.RuneLen(r)
+	}
+}

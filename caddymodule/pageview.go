@@ -1,0 +1,147 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/x-way/crawlerdetect"
+)
+
+// Reasons why an HTML response is not counted as a page view. They are the
+// values of the reason label of caddy_segment_requests_skipped_total.
+const (
+	skipPrefetch = "prefetch"
+	skipRSC      = "rsc"
+	skipGPC      = "gpc"
+	skipConsent  = "consent"
+	skipBot      = "bot"
+)
+
+// mayBePageView reports whether a request can turn out to be a page view,
+// judged before the response: a GET that does not ask for a protocol
+// upgrade such as WebSocket. Everything else passes through untouched.
+func mayBePageView(r *http.Request) bool {
+	return r.Method == http.MethodGet && len(r.Header["Upgrade"]) == 0
+}
+
+// isPageResponse reports whether a final response is a page: 200 with an
+// HTML Content-Type, or 304 (a revisit of a cached page) to a request that
+// asked for HTML. Assets are told apart by Content-Type, not by extension.
+func isPageResponse(r *http.Request, status int, header http.Header) bool {
+	switch status {
+	case http.StatusOK:
+		return isHTML(header.Get("Content-Type"))
+	case http.StatusNotModified:
+		return asksForHTML(r)
+	}
+	return false
+}
+
+// isHTML reports whether a Content-Type is text/html or
+// application/xhtml+xml, whatever its parameters.
+func isHTML(contentType string) bool {
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.TrimSpace(mediaType)
+	return strings.EqualFold(mediaType, "text/html") || strings.EqualFold(mediaType, "application/xhtml+xml")
+}
+
+// asksForHTML reports whether the request wants a document: an Accept
+// header that lists text/html, or Sec-Fetch-Dest: document.
+func asksForHTML(r *http.Request) bool {
+	if strings.EqualFold(r.Header.Get("Sec-Fetch-Dest"), "document") {
+		return true
+	}
+	for _, accept := range r.Header["Accept"] {
+		if containsFold(accept, "text/html") {
+			return true
+		}
+	}
+	return false
+}
+
+// skipReason returns why the request behind an HTML response is not a page
+// view to track, or "" when it is one. A skipped request gets no event and
+// no cookie.
+func (h *Handler) skipReason(r *http.Request) string {
+	if isPrefetch(r.Header) {
+		return skipPrefetch
+	}
+	// Next.js app-router navigations and full prefetches carry the same
+	// headers, so a React Server Component request never counts.
+	if r.Header.Get("RSC") == "1" {
+		return skipRSC
+	}
+	if !h.IgnoreGPC && strings.TrimSpace(r.Header.Get("Sec-GPC")) == "1" {
+		return skipGPC
+	}
+	if len(h.ConsentCookies) > 0 && !h.hasConsent(r.Header) {
+		return skipConsent
+	}
+	if !h.TrackBots && isBot(r.Header.Get("User-Agent")) {
+		return skipBot
+	}
+	return ""
+}
+
+// isPrefetch reports whether the browser fetches the page ahead of a
+// possible visit: Sec-Purpose (Chromium, also for prerender), the legacy
+// Purpose header, or Firefox's X-Moz.
+func isPrefetch(header http.Header) bool {
+	return hasPrefixFold(header.Get("Sec-Purpose"), "prefetch") ||
+		hasPrefixFold(header.Get("Purpose"), "prefetch") ||
+		strings.EqualFold(strings.TrimSpace(header.Get("X-Moz")), "prefetch")
+}
+
+func (h *Handler) hasConsent(header http.Header) bool {
+	for _, c := range h.ConsentCookies {
+		if hasCookie(header, c.Name, c.Value) {
+			return true
+		}
+	}
+	return false
+}
+
+// botCacheSize bounds the cache of User-Agent verdicts. The cache is
+// emptied when it fills, which keeps its memory bounded whatever the
+// variety of User-Agent headers.
+const botCacheSize = 4096
+
+var (
+	botCache      sync.Map // User-Agent → bool
+	botCacheCount atomic.Int64
+)
+
+// isBot reports whether a User-Agent is missing or belongs to a crawler.
+// crawlerdetect runs many regular expressions, so verdicts are cached.
+func isBot(userAgent string) bool {
+	if strings.TrimSpace(userAgent) == "" {
+		return true
+	}
+	if verdict, ok := botCache.Load(userAgent); ok {
+		return verdict.(bool)
+	}
+
+	verdict := crawlerdetect.IsCrawler(userAgent)
+	if botCacheCount.Add(1) > botCacheSize {
+		botCache.Clear()
+		botCacheCount.Store(1)
+	}
+	botCache.Store(userAgent, verdict)
+	return verdict
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	s = strings.TrimSpace(s)
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+func containsFold(s, substr string) bool {
+	for i := 0; i+len(substr) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(substr)], substr) {
+			return true
+		}
+	}
+	return false
+}

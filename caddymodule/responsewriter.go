@@ -1,0 +1,114 @@
+package caddymodule
+
+import (
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// pageViewRecorder watches a response go by: it decides at WriteHeader
+// whether the response is a page view, sets the reader's cookie before the
+// headers leave, and looks for the page title in the body. It never holds
+// the body back.
+type pageViewRecorder struct {
+	caddyhttp.ResponseWriterWrapper
+
+	handler     *Handler
+	request     *http.Request
+	wroteHeader bool
+	pageView    bool
+	scanTitle   bool
+	visitor     visitor
+	title       titleScanner
+}
+
+// Recorders are reused: a request that is not a page view should cost as
+// little as possible.
+var recorderPool = sync.Pool{New: func() any { return new(pageViewRecorder) }}
+
+func newPageViewRecorder(h *Handler, w http.ResponseWriter, r *http.Request) *pageViewRecorder {
+	rec := recorderPool.Get().(*pageViewRecorder)
+	rec.ResponseWriter = w
+	rec.handler = h
+	rec.request = r
+	return rec
+}
+
+// release returns the recorder to the pool. The caller must not use it, or
+// anything read from it, afterwards.
+func (rec *pageViewRecorder) release() {
+	rec.ResponseWriter = nil
+	rec.handler = nil
+	rec.request = nil
+	rec.wroteHeader = false
+	rec.pageView = false
+	rec.scanTitle = false
+	rec.visitor = visitor{}
+	recorderPool.Put(rec)
+}
+
+// WriteHeader decides whether the response is a page view and, for a new
+// reader, adds the cookie while headers can still change.
+func (rec *pageViewRecorder) WriteHeader(status int) {
+	// 1xx responses such as 103 Early Hints are not final.
+	if rec.wroteHeader || status < http.StatusOK {
+		rec.ResponseWriter.WriteHeader(status)
+		return
+	}
+	rec.wroteHeader = true
+
+	header := rec.Header()
+	if isPageResponse(rec.request, status, header) {
+		rec.pageView = rec.handler.preparePageView(rec.request, header, &rec.visitor)
+		if rec.pageView && status == http.StatusOK {
+			rec.scanTitle = true
+			rec.title.reset(header.Get("Content-Encoding"))
+		}
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+// Write passes the body on, showing it to the title scanner on the way. A
+// body written without WriteHeader gets its Content-Type sniffed first, as
+// net/http would, so the page-view decision sees it.
+func (rec *pageViewRecorder) Write(p []byte) (int, error) {
+	if !rec.wroteHeader {
+		header := rec.Header()
+		if _, set := header["Content-Type"]; !set && len(p) > 0 {
+			header.Set("Content-Type", http.DetectContentType(p))
+		}
+		rec.WriteHeader(http.StatusOK)
+	}
+	if rec.scanTitle {
+		rec.title.Write(p)
+	}
+	return rec.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps the underlying writer's fast path (such as sendfile) for
+// bodies that need no scanning, and goes through Write otherwise.
+func (rec *pageViewRecorder) ReadFrom(r io.Reader) (int64, error) {
+	if rec.wroteHeader && !rec.scanTitle {
+		return rec.ResponseWriterWrapper.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{rec}, r)
+}
+
+// Title returns the page title found in the body, or "".
+func (rec *pageViewRecorder) Title() string {
+	if !rec.scanTitle {
+		return ""
+	}
+	return rec.title.Title()
+}
+
+// writerOnly hides ReadFrom so that io.Copy calls Write.
+type writerOnly struct{ io.Writer }
+
+// Interface guards
+var (
+	_ http.ResponseWriter = (*pageViewRecorder)(nil)
+	_ io.ReaderFrom       = (*pageViewRecorder)(nil)
+)

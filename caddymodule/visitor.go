@@ -1,0 +1,306 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Cookie names and formats used by Segment's browser libraries.
+const (
+	anonymousIDCookie = "ajs_anonymous_id"
+	userIDCookie      = "ajs_user_id"
+
+	// maxIDLength is the longest id accepted from a cookie, in bytes.
+	maxIDLength = 128
+
+	cookieFormatRaw     = "raw"
+	cookieFormatClassic = "classic"
+	cookieDomainHost    = "host"
+
+	// maxDomainWarnings bounds the set of hosts already warned about, so
+	// that hostile Host headers cannot grow it without limit.
+	maxDomainWarnings = 1024
+)
+
+// visitor is the reader's Segment identity.
+type visitor struct {
+	anonymousID string
+	userID      string
+}
+
+// readVisitor takes the reader's ids from the request's cookies.
+func readVisitor(header http.Header) visitor {
+	return visitor{
+		anonymousID: cookieID(header, anonymousIDCookie),
+		userID:      cookieID(header, userIDCookie),
+	}
+}
+
+// cookieID returns the first usable id among the request's cookies of that
+// name, decoded, or "" when there is none.
+func cookieID(header http.Header, name string) string {
+	for _, line := range header["Cookie"] {
+		for line != "" {
+			var pair string
+			pair, line, _ = strings.Cut(line, ";")
+			key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || key != name {
+				continue
+			}
+			if id, ok := decodeID(value); ok {
+				return id
+			}
+		}
+	}
+	return ""
+}
+
+// hasCookie reports whether the request carries a cookie with that name and
+// exactly that value.
+func hasCookie(header http.Header, name, value string) bool {
+	for _, line := range header["Cookie"] {
+		for line != "" {
+			var pair string
+			pair, line, _ = strings.Cut(line, ";")
+			key, got, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if ok && key == name && strings.TrimSpace(got) == value {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// decodeID turns a cookie value as written by any Segment library into the
+// bare id: analytics-next's raw value, classic analytics.js's URL-encoded
+// JSON string (%22<id>%22), or a plain quoted "<id>". A value that is empty
+// after decoding, longer than maxIDLength bytes, not UTF-8, or that holds
+// control characters is not usable.
+func decodeID(value string) (string, bool) {
+	value = strings.TrimSpace(value)
+	if strings.IndexByte(value, '%') >= 0 {
+		unescaped, err := url.PathUnescape(value)
+		if err != nil {
+			return "", false
+		}
+		value = unescaped
+	}
+
+	if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+		if strings.IndexByte(value, '\\') >= 0 {
+			var s string
+			if json.Unmarshal([]byte(value), &s) != nil {
+				return "", false
+			}
+			value = s
+		} else {
+			value = value[1 : len(value)-1]
+		}
+	}
+
+	if value == "" || len(value) > maxIDLength || value == "null" || value == "undefined" {
+		return "", false
+	}
+	if !utf8.ValidString(value) {
+		return "", false
+	}
+	for _, r := range value {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return "", false
+		}
+	}
+	return value, true
+}
+
+// upstreamID returns the id in an ajs_anonymous_id cookie that the response
+// already sets, and whether the response sets that cookie at all.
+func upstreamID(header http.Header) (id string, set bool) {
+	for _, line := range header["Set-Cookie"] {
+		pair, _, _ := strings.Cut(line, ";")
+		key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || key != anonymousIDCookie {
+			continue
+		}
+		id, _ = decodeID(value)
+		return id, true
+	}
+	return "", false
+}
+
+// newAnonymousID returns a new id in Segment's format, a UUID v4.
+func newAnonymousID() string {
+	return uuid.NewString()
+}
+
+// cookieSetter writes the ajs_anonymous_id cookie for new readers.
+type cookieSetter struct {
+	domain   string // configured domain, cookieDomainHost, or "" for the registrable domain
+	maxAge   time.Duration
+	classic  bool
+	logger   *zap.Logger
+	warnings *sync.Map // hosts already warned about
+	warned   atomic.Int64
+}
+
+// setCookie adds the Set-Cookie header that stores id for the reader. The
+// cookie is readable by scripts on purpose: Segment's browser library must
+// read it to use the same id.
+func (c *cookieSetter) setCookie(header http.Header, r *http.Request, id string) {
+	value := id
+	if c.classic {
+		value = "%22" + id + "%22"
+	}
+
+	var b strings.Builder
+	b.Grow(160)
+	b.WriteString(anonymousIDCookie)
+	b.WriteByte('=')
+	b.WriteString(value)
+	b.WriteString("; Path=/")
+	if domain := c.domainFor(requestHost(r)); domain != "" {
+		b.WriteString("; Domain=")
+		b.WriteString(domain)
+	}
+	b.WriteString("; Max-Age=")
+	b.WriteString(strconv.FormatInt(int64(c.maxAge/time.Second), 10))
+	b.WriteString("; Expires=")
+	b.WriteString(time.Now().Add(c.maxAge).UTC().Format(http.TimeFormat))
+	b.WriteString("; SameSite=Lax")
+	if isHTTPS(r) {
+		b.WriteString("; Secure")
+	}
+	header.Add("Set-Cookie", b.String())
+}
+
+// domainFor returns the Domain attribute for a cookie set on host, or ""
+// for a host-only cookie: for IP literals, single-label hosts such as
+// localhost, names a browser would not accept, and hosts that the
+// configured domain does not cover.
+func (c *cookieSetter) domainFor(host string) string {
+	if c.domain == cookieDomainHost {
+		return ""
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if !isDomainName(host) {
+		return ""
+	}
+
+	if c.domain != "" {
+		if host == c.domain || strings.HasSuffix(host, "."+c.domain) {
+			return c.domain
+		}
+		c.warnUncovered(host)
+		return ""
+	}
+
+	domain, err := publicsuffix.EffectiveTLDPlusOne(host)
+	if err != nil {
+		return ""
+	}
+	return domain
+}
+
+// warnUncovered logs once per host that the configured cookie domain does
+// not cover it, so the cookie there is host-only.
+func (c *cookieSetter) warnUncovered(host string) {
+	if c.warned.Load() >= maxDomainWarnings {
+		return
+	}
+	if _, seen := c.warnings.LoadOrStore(host, struct{}{}); seen {
+		return
+	}
+	if c.warned.Add(1) == maxDomainWarnings {
+		c.logger.Warn("cookie_domain does not cover many request hosts; no further hosts will be logged",
+			zap.String("cookie_domain", c.domain), zap.Int("hosts", maxDomainWarnings))
+	}
+	c.logger.Warn("cookie_domain does not cover the request host, so the reader gets a host-only ajs_anonymous_id cookie",
+		zap.String("cookie_domain", c.domain), zap.String("host", host))
+}
+
+// isDomainName reports whether host is a name with at least two labels made
+// of letters, digits and hyphens, which is what a cookie Domain may hold.
+// IP addresses and single-label names such as localhost are not.
+func isDomainName(host string) bool {
+	if host == "" || len(host) > 253 || strings.IndexByte(host, '.') < 0 {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			ch := label[i]
+			if !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// requestHost returns the host the reader asked for, without port: the
+// X-Forwarded-Host of a trusted proxy, else the request's Host.
+func requestHost(r *http.Request) string {
+	host := r.Host
+	if isTrustedProxy(r) {
+		if forwarded := firstValue(r.Header.Get("X-Forwarded-Host")); forwarded != "" {
+			host = forwarded
+		}
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+}
+
+// requestScheme returns the scheme of the reader's connection: https when
+// Caddy terminated TLS, or when a trusted proxy says so in
+// X-Forwarded-Proto.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if isTrustedProxy(r) {
+		switch strings.ToLower(firstValue(r.Header.Get("X-Forwarded-Proto"))) {
+		case "https":
+			return "https"
+		case "http":
+			return "http"
+		}
+	}
+	return "http"
+}
+
+func isHTTPS(r *http.Request) bool {
+	return requestScheme(r) == "https"
+}
+
+// isTrustedProxy reports whether Caddy's trusted_proxies setting covers
+// the peer that sent the request.
+func isTrustedProxy(r *http.Request) bool {
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted
+}
+
+// firstValue returns the first element of a comma-separated header value.
+func firstValue(value string) string {
+	first, _, _ := strings.Cut(value, ",")
+	return strings.TrimSpace(first)
+}
