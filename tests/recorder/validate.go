@@ -1,0 +1,284 @@
+package recorder
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits of Segment's HTTP Tracking API, as the "HTTP API Source" page of
+// Segment's documentation states them.
+//
+// NOTE: the recorder is stricter than Segment. That page states that Segment
+// returns 200 for every request except oversize bodies and invalid JSON, and
+// drops invalid events: those of a batch over 2,500 events, those without
+// userId and anonymousId, and a track without event. The recorder returns 400
+// for these, so that a sender's mistake fails the test.
+const (
+	// MaxBodyBytes is the maximum size of a batch request body, after gzip
+	// decoding. Segment states it as 500 KB, read here as 500,000 bytes.
+	MaxBodyBytes = 500_000
+	// MaxEventBytes is the maximum size of one event's JSON text inside the
+	// batch array. Segment states it as 32 KB, read here as 32,000 bytes.
+	MaxEventBytes = 32_000
+	// MaxBatchEvents is the maximum number of events in one batch.
+	MaxBatchEvents = 2_500
+	// MaxMessageIDChars is the maximum length of a messageId in characters
+	// (Unicode code points). Segment requires it to be under 100.
+	MaxMessageIDChars = 99
+)
+
+const (
+	// gzipSlackBytes is how far a gzip body may exceed MaxBodyBytes before it
+	// is rejected unread. Deflate adds about 5 bytes per 64 KiB of data it
+	// cannot compress, plus a header of a few dozen bytes, so a body that a
+	// usual gzip writer made this much larger decodes to more than
+	// MaxBodyBytes. NOTE: a gzip header with a very long file name or comment
+	// field could exceed this slack with a small decoded body, and is then
+	// rejected as too large.
+	gzipSlackBytes = 64 << 10
+	// maxDrainBytes bounds how much of an oversize body is read and dropped so
+	// that the client, still sending, can read the 400 response.
+	maxDrainBytes = 8 << 20
+)
+
+// eventTypes lists the call types of Segment's spec.
+var eventTypes = map[string]bool{
+	"identify": true,
+	"track":    true,
+	"page":     true,
+	"screen":   true,
+	"group":    true,
+	"alias":    true,
+}
+
+// requiredFieldByType names the field, besides type and an id, that a call
+// type needs.
+var requiredFieldByType = map[string]string{
+	"track": "event",
+	"group": "groupId",
+	"alias": "previousId",
+}
+
+// rawBody is a request body as read from the connection, still encoded.
+type rawBody struct {
+	data     []byte
+	tooLarge bool  // the body exceeded the read limit, and data is empty
+	err      error // reading the body failed
+}
+
+// statusError is a validation error whose response status is not 400.
+type statusError struct {
+	status  int
+	message string
+}
+
+func (e *statusError) Error() string {
+	return e.message
+}
+
+// readBody reads the whole request body, up to MaxBodyBytes for a plain body
+// and a little more for a gzip one.
+func readBody(req *http.Request) rawBody {
+	limit := int64(MaxBodyBytes)
+	if isGzip(req.Header.Get("Content-Encoding")) {
+		limit += gzipSlackBytes
+	}
+
+	data, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return rawBody{err: err}
+	}
+	if int64(len(data)) > limit {
+		_, _ = io.CopyN(io.Discard, req.Body, maxDrainBytes)
+		return rawBody{tooLarge: true}
+	}
+	return rawBody{data: data}
+}
+
+// decodeBatch decodes and validates a batch request body. It returns the
+// batch's events, or an error naming the first rule the request breaks. The
+// error is a *statusError when its status is not 400.
+func decodeBatch(header http.Header, body rawBody) ([]Event, error) {
+	if body.err != nil {
+		return nil, fmt.Errorf("reading the request body failed: %v", body.err)
+	}
+
+	if err := checkContentType(header.Get("Content-Type")); err != nil {
+		return nil, err
+	}
+	compressed, err := parseContentEncoding(header.Get("Content-Encoding"))
+	if err != nil {
+		return nil, err
+	}
+	if body.tooLarge {
+		return nil, fmt.Errorf("request body is larger than the limit of %d bytes", MaxBodyBytes)
+	}
+
+	data := body.data
+	if compressed {
+		data, err = gunzip(data)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(data) > MaxBodyBytes {
+		return nil, fmt.Errorf("request body is %d bytes, larger than the limit of %d bytes", len(data), MaxBodyBytes)
+	}
+
+	items, err := decodeBatchArray(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(items) > MaxBatchEvents {
+		return nil, fmt.Errorf("batch has %d events, more than the limit of %d", len(items), MaxBatchEvents)
+	}
+
+	events := make([]Event, 0, len(items))
+	for i, item := range items {
+		event, err := decodeEvent(item)
+		if err != nil {
+			return nil, fmt.Errorf("batch event %d: %w", i, err)
+		}
+		events = append(events, event)
+	}
+	return events, nil
+}
+
+// checkContentType rejects a body that is not declared as application/json
+// with 415, because Segment's documentation requires that Content-Type.
+func checkContentType(value string) error {
+	mediaType, _, err := mime.ParseMediaType(value)
+	if err == nil && mediaType == "application/json" {
+		return nil
+	}
+	return &statusError{
+		status:  http.StatusUnsupportedMediaType,
+		message: fmt.Sprintf("Content-Type %q is not supported: send application/json", value),
+	}
+}
+
+// parseContentEncoding reports whether the body is gzip-compressed, and
+// rejects any coding other than gzip and identity with 415.
+func parseContentEncoding(value string) (bool, error) {
+	coding := strings.ToLower(strings.TrimSpace(value))
+	switch coding {
+	case "", "identity":
+		return false, nil
+	case "gzip", "x-gzip":
+		return true, nil
+	}
+	return false, &statusError{
+		status:  http.StatusUnsupportedMediaType,
+		message: fmt.Sprintf("Content-Encoding %q is not supported: send gzip or an uncompressed body", value),
+	}
+}
+
+func isGzip(contentEncoding string) bool {
+	compressed, err := parseContentEncoding(contentEncoding)
+	return err == nil && compressed
+}
+
+// gunzip decodes a gzip body, reading at most one byte more than MaxBodyBytes
+// so that a small body cannot expand without bound.
+func gunzip(data []byte) ([]byte, error) {
+	reader, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("invalid gzip body: %v", err)
+	}
+	defer reader.Close()
+
+	decoded, err := io.ReadAll(io.LimitReader(reader, MaxBodyBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("invalid gzip body: %v", err)
+	}
+	return decoded, nil
+}
+
+// decodeBatchArray returns the raw items of the body's "batch" array.
+func decodeBatchArray(data []byte) ([]json.RawMessage, error) {
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, fmt.Errorf("request body is not a JSON object: %v", err)
+	}
+	if body == nil {
+		return nil, errors.New("request body is JSON null, not an object")
+	}
+
+	rawBatch, ok := body["batch"]
+	if !ok {
+		return nil, errors.New(`request body has no "batch" array`)
+	}
+	if !bytes.HasPrefix(bytes.TrimSpace(rawBatch), []byte("[")) {
+		return nil, errors.New(`"batch" is not a JSON array`)
+	}
+
+	var items []json.RawMessage
+	if err := json.Unmarshal(rawBatch, &items); err != nil {
+		return nil, fmt.Errorf(`"batch" is not a valid JSON array: %v`, err)
+	}
+	return items, nil
+}
+
+// decodeEvent checks one batch item against Segment's rules for a single call.
+func decodeEvent(raw json.RawMessage) (Event, error) {
+	if len(raw) > MaxEventBytes {
+		return nil, fmt.Errorf("event is %d bytes, larger than the limit of %d bytes", len(raw), MaxEventBytes)
+	}
+
+	var event Event
+	if err := json.Unmarshal(raw, &event); err != nil || event == nil {
+		return nil, errors.New("event is not a JSON object")
+	}
+
+	eventType, _ := event["type"].(string)
+	if eventType == "" {
+		return nil, errors.New(`event has no "type"`)
+	}
+	if !eventTypes[eventType] {
+		return nil, fmt.Errorf(`event "type" %q is not one of identify, track, page, screen, group, alias`, eventType)
+	}
+
+	if !hasString(event, "userId") && !hasString(event, "anonymousId") {
+		return nil, errors.New(`event has neither "userId" nor "anonymousId": send at least one as a non-empty string`)
+	}
+	if field := requiredFieldByType[eventType]; field != "" && !hasString(event, field) {
+		return nil, fmt.Errorf("%s event has no %q: send it as a non-empty string", eventType, field)
+	}
+
+	if value, present := event["messageId"]; present {
+		id, ok := value.(string)
+		if !ok {
+			return nil, errors.New(`event "messageId" is not a string`)
+		}
+		if length := utf8.RuneCountInString(id); length > MaxMessageIDChars {
+			return nil, fmt.Errorf(`event "messageId" is %d characters long: it must be under 100`, length)
+		}
+	}
+	return event, nil
+}
+
+// hasString reports whether the event's field is a non-empty string.
+func hasString(event Event, field string) bool {
+	value, _ := event[field].(string)
+	return value != ""
+}
+
+// errorBody returns the JSON body of an error response.
+func errorBody(message string) string {
+	body := struct {
+		Success bool   `json:"success"`
+		Error   string `json:"error"`
+	}{Error: message}
+
+	// Marshalling a struct of a bool and a string cannot fail.
+	encoded, _ := json.Marshal(body)
+	return string(encoded)
+}
