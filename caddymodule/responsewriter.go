@@ -44,7 +44,11 @@ func (rec *pageViewRecorder) release() {
 	rec.request = nil
 	rec.wroteHeader = false
 	rec.pageView = false
-	rec.scanTitle = false
+	if rec.scanTitle {
+		// Hands an encoded body's buffer back to its pool.
+		rec.title.reset("")
+		rec.scanTitle = false
+	}
 	rec.visitor = visitor{}
 	recorderPool.Put(rec)
 }
@@ -62,7 +66,9 @@ func (rec *pageViewRecorder) WriteHeader(status int) {
 	header := rec.Header()
 	if isPageResponse(rec.request, status, header) {
 		rec.pageView = rec.handler.preparePageView(rec.request, header, &rec.visitor)
-		if rec.pageView && status == http.StatusOK {
+		// With gitbook_insights the beacon reports the page, so no title
+		// is needed from the body.
+		if rec.pageView && status == http.StatusOK && !rec.handler.GitBookInsights {
 			rec.scanTitle = true
 			rec.title.reset(header.Get("Content-Encoding"))
 		}
