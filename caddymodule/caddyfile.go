@@ -127,7 +127,7 @@ func oneArg(d *caddyfile.Dispenser, target *string) error {
 	name := d.Val()
 	args := d.RemainingArgs()
 	if len(args) != 1 {
-		return d.Errf("%s takes exactly one value, got %d: write %s <value>", name, len(args), name)
+		return d.Errf("%s takes exactly one value, got %d%s: write %s <value>", name, len(args), quoteArgs(name, args), name)
 	}
 	*target = args[0]
 	return nil
@@ -137,10 +137,23 @@ func twoArgs(d *caddyfile.Dispenser, first, second *string) error {
 	name := d.Val()
 	args := d.RemainingArgs()
 	if len(args) != 2 {
-		return d.Errf("%s takes exactly two values, got %d: write %s <name> <value>", name, len(args), name)
+		return d.Errf("%s takes exactly two values, got %d%s: write %s <name> <value>", name, len(args), quoteArgs(name, args), name)
 	}
 	*first, *second = args[0], args[1]
 	return nil
+}
+
+// quoteArgs lists the values given to a subdirective for an error message,
+// except for write_key, whose values may hold the secret key.
+func quoteArgs(name string, args []string) string {
+	if len(args) == 0 || name == "write_key" {
+		return ""
+	}
+	quoted := make([]string, len(args))
+	for i, arg := range args {
+		quoted[i] = strconv.Quote(arg)
+	}
+	return " (" + strings.Join(quoted, " ") + ")"
 }
 
 func flag(d *caddyfile.Dispenser, target *bool) error {
@@ -158,9 +171,11 @@ func intArg(d *caddyfile.Dispenser, target *int) error {
 	if err := oneArg(d, &value); err != nil {
 		return err
 	}
+	// Zero is rejected here because the handler reads it as unset and would
+	// quietly use the default.
 	n, err := strconv.Atoi(value)
-	if err != nil {
-		return d.Errf("%s %q is not a whole number: write a number such as %s 250", name, value, name)
+	if err != nil || n < 1 {
+		return d.Errf("%s %q is not a positive whole number: write a number such as %s 250", name, value, name)
 	}
 	*target = n
 	return nil
@@ -175,6 +190,11 @@ func durationArg(d *caddyfile.Dispenser, target *caddy.Duration) error {
 	duration, err := caddy.ParseDuration(value)
 	if err != nil {
 		return d.Errf("%s %q is not a duration: write one such as 5s, 10m or 365d", name, value)
+	}
+	// Zero is rejected here because the handler reads it as unset and would
+	// quietly use the default.
+	if duration <= 0 {
+		return d.Errf("%s %q is not a positive duration: write one such as 5s, 10m or 365d", name, value)
 	}
 	*target = caddy.Duration(duration)
 	return nil

@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -98,8 +100,10 @@ func newEventBuilder(h *Handler) eventBuilder {
 		library: library(),
 		spaceID: newProperty("spaceId", h.SpaceID),
 	}
-	for name, value := range h.Properties {
-		b.extra = append(b.extra, newProperty(name, value))
+	// Sorted, so that the properties cut when the budget runs out are the
+	// same on every load of the config.
+	for _, name := range slices.Sorted(maps.Keys(h.Properties)) {
+		b.extra = append(b.extra, newProperty(name, h.Properties[name]))
 	}
 
 	b.isStatic = b.call == callTrack && !b.spaceID.placeholders
@@ -143,14 +147,12 @@ func (b *eventBuilder) fromPage(r *http.Request, v visitor, title string, arrive
 // pageFactsOf reads the URL the reader saw: the original request before
 // any rewrite, with the scheme and host the reader used.
 func pageFactsOf(r *http.Request) pageFacts {
-	original := r
-	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-		original = &or
+	requestURI, u := r.RequestURI, r.URL
+	if original, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		requestURI, u = original.RequestURI, original.URL
 	}
-
-	requestURI := original.RequestURI
-	if !strings.HasPrefix(requestURI, "/") {
-		requestURI = original.URL.RequestURI()
+	if !strings.HasPrefix(requestURI, "/") && u != nil {
+		requestURI = u.RequestURI()
 	}
 	path, query, _ := strings.Cut(requestURI, "?")
 
@@ -211,7 +213,7 @@ func (b *eventBuilder) properties(r *http.Request) analytics.Properties {
 			value = repl.ReplaceAll(value, "")
 		}
 		value = cutField(value, min(maxPropertyBytes, budget), "property")
-		budget -= len(value)
+		budget -= jsonLength(value)
 		props[p.name] = value
 	}
 	return props
@@ -343,6 +345,16 @@ func cutField(s string, limit int, field string) string {
 		size += n
 	}
 	return s
+}
+
+// jsonLength returns how many bytes Go's encoding/json writes for the
+// valid UTF-8 string s, without the quotes.
+func jsonLength(s string) int {
+	n := 0
+	for _, r := range s {
+		n += jsonSize(r)
+	}
+	return n
 }
 
 // jsonSize returns how many bytes Go's encoding/json writes for r inside a

@@ -33,6 +33,7 @@ const (
 	defaultQueueSize       = 10000
 	defaultShutdownTimeout = 5 * time.Second
 	maxProperties          = 32
+	maxPropertyNameBytes   = 64
 )
 
 // Handler sends a Segment event for each page view it sees: a GET whose
@@ -239,7 +240,7 @@ func (h *Handler) setDefaults() error {
 	if h.IP == "" {
 		h.IP = ipFull
 	}
-	h.CookieDomain = strings.TrimPrefix(strings.ToLower(h.CookieDomain), ".")
+	h.CookieDomain = strings.Trim(strings.ToLower(h.CookieDomain), ".")
 
 	h.config = senderConfig{
 		writeKey:        writeKey,
@@ -296,11 +297,11 @@ func (h *Handler) check() error {
 		return fmt.Errorf("ip %q is unknown: use full, anonymize or omit", h.IP)
 	}
 	if len(h.Properties) > maxProperties {
-		return fmt.Errorf("%d properties are configured: use at most %d", len(h.Properties), maxProperties)
+		return fmt.Errorf("property is given %d times: use at most %d properties", len(h.Properties), maxProperties)
 	}
 	for name := range h.Properties {
-		if name == "" {
-			return fmt.Errorf("property with an empty name: give each property a name")
+		if name == "" || len(name) > maxPropertyNameBytes {
+			return fmt.Errorf("property name %q is empty or longer than %d bytes: give each property a short name", name, maxPropertyNameBytes)
 		}
 	}
 	for _, c := range h.ConsentCookies {
@@ -318,7 +319,9 @@ func checkEndpoint(endpoint string) error {
 		return fmt.Errorf("endpoint %q is not an http or https URL: use the base URL of the Segment API, such as %s", endpoint, defaultEndpoint)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("endpoint %q has credentials, a query or a fragment: use only the scheme, host and optional path; the write key goes in write_key", endpoint)
+		// Only the parts that cannot hold a secret are shown.
+		shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+		return fmt.Errorf("endpoint %q has credentials, a query or a fragment (not shown here): use only the scheme, host and optional path; the write key goes in write_key", shown.String())
 	}
 	return nil
 }

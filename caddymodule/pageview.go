@@ -103,10 +103,14 @@ func (h *Handler) hasConsent(header http.Header) bool {
 	return false
 }
 
-// botCacheSize bounds the cache of User-Agent verdicts. The cache is
-// emptied when it fills, which keeps its memory bounded whatever the
-// variety of User-Agent headers.
-const botCacheSize = 4096
+// botCacheSize bounds the number of cached User-Agent verdicts, and
+// maxCachedUserAgent the length in bytes of a cached User-Agent, so the
+// cache holds at most 2 MB of User-Agent text whatever the headers. The cache is
+// emptied when it fills. A longer User-Agent is checked on every request.
+const (
+	botCacheSize       = 4096
+	maxCachedUserAgent = 512
+)
 
 var (
 	botCache      sync.Map // User-Agent → bool
@@ -118,6 +122,9 @@ var (
 func isBot(userAgent string) bool {
 	if strings.TrimSpace(userAgent) == "" {
 		return true
+	}
+	if len(userAgent) > maxCachedUserAgent {
+		return crawlerdetect.IsCrawler(userAgent)
 	}
 	if verdict, ok := botCache.Load(userAgent); ok {
 		return verdict.(bool)

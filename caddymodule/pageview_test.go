@@ -1,0 +1,179 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const (
+	unitChromeUA    = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	unitFirefoxUA   = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+	unitGooglebotUA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+	unitBingbotUA   = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
+)
+
+func TestMayBePageView(t *testing.T) {
+	tests := []struct {
+		name    string
+		method  string
+		upgrade string
+		want    bool
+	}{
+		{"get", http.MethodGet, "", true},
+		{"head", http.MethodHead, "", false},
+		{"post", http.MethodPost, "", false},
+		{"options", http.MethodOptions, "", false},
+		{"get with websocket upgrade", http.MethodGet, "websocket", false},
+		{"get with h2c upgrade", http.MethodGet, "h2c", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := unitRequest(tt.method, "/")
+			if tt.upgrade != "" {
+				r.Header.Set("Connection", "Upgrade")
+				r.Header.Set("Upgrade", tt.upgrade)
+			}
+			if got := mayBePageView(r); got != tt.want {
+				t.Errorf("mayBePageView(%s, Upgrade %q) = %v, want %v", tt.method, tt.upgrade, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIsPageResponse(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		contentType string
+		accept      string
+		fetchDest   string
+		want        bool
+	}{
+		{"200 html", 200, "text/html", "", "", true},
+		{"200 html with charset", 200, "text/html; charset=utf-8", "", "", true},
+		{"200 uppercase html", 200, "TEXT/HTML", "", "", true},
+		{"200 html with spaces", 200, " text/html ;charset=utf-8", "", "", true},
+		{"200 xhtml", 200, "application/xhtml+xml", "", "", true},
+		{"200 css", 200, "text/css", "text/html", "document", false},
+		{"200 json", 200, "application/json", "", "", false},
+		{"200 png", 200, "image/png", "", "", false},
+		{"200 react server component", 200, "text/x-component", "*/*", "", false},
+		{"200 no content type", 200, "", "text/html", "document", false},
+		{"200 html prefix only", 200, "text/htmlx", "", "", false},
+		{"304 accept html", 304, "", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8", "", true},
+		{"304 accept uppercase html", 304, "", "TEXT/HTML", "", true},
+		{"304 fetch dest document", 304, "", "*/*", "document", true},
+		{"304 image request", 304, "", "image/avif,image/webp,*/*;q=0.8", "image", false},
+		{"304 no request hints", 304, "", "", "", false},
+		{"404 html", 404, "text/html", "text/html", "document", false},
+		{"500 html", 500, "text/html", "text/html", "document", false},
+		{"206 html", 206, "text/html", "text/html", "document", false},
+		{"301 html", 301, "text/html", "text/html", "document", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := unitRequest(http.MethodGet, "/")
+			if tt.accept != "" {
+				r.Header.Set("Accept", tt.accept)
+			}
+			if tt.fetchDest != "" {
+				r.Header.Set("Sec-Fetch-Dest", tt.fetchDest)
+			}
+			header := http.Header{}
+			if tt.contentType != "" {
+				header.Set("Content-Type", tt.contentType)
+			}
+			if got := isPageResponse(r, tt.status, header); got != tt.want {
+				t.Errorf("isPageResponse(%d, %q) = %v, want %v", tt.status, tt.contentType, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSkipReason(t *testing.T) {
+	granted := []ConsentCookie{{Name: "__gitbook_cookie_granted", Value: "yes"}}
+	several := []ConsentCookie{{Name: "cookie_a", Value: "1"}, {Name: "__gitbook_cookie_granted", Value: "yes"}}
+
+	tests := []struct {
+		name    string
+		handler Handler
+		header  map[string]string
+		want    string
+	}{
+		{"chrome page view", Handler{}, nil, ""},
+		{"firefox page view", Handler{}, map[string]string{"User-Agent": unitFirefoxUA}, ""},
+		{"sec-purpose prefetch", Handler{}, map[string]string{"Sec-Purpose": "prefetch"}, skipPrefetch},
+		{"sec-purpose prerender", Handler{}, map[string]string{"Sec-Purpose": "prefetch;prerender"}, skipPrefetch},
+		{"sec-purpose anonymous prefetch", Handler{}, map[string]string{"Sec-Purpose": "prefetch; anonymous-client-ip"}, skipPrefetch},
+		{"purpose prefetch", Handler{}, map[string]string{"Purpose": "prefetch"}, skipPrefetch},
+		{"purpose uppercase", Handler{}, map[string]string{"Purpose": "Prefetch"}, skipPrefetch},
+		{"x-moz prefetch", Handler{}, map[string]string{"X-Moz": "prefetch"}, skipPrefetch},
+		{"sec-fetch-dest document alone", Handler{}, map[string]string{"Sec-Fetch-Dest": "document"}, ""},
+		{"react server component", Handler{}, map[string]string{"RSC": "1"}, skipRSC},
+		{"rsc cache buster only", Handler{}, nil, ""},
+		{"gpc", Handler{}, map[string]string{"Sec-GPC": "1"}, skipGPC},
+		{"gpc ignored", Handler{IgnoreGPC: true}, map[string]string{"Sec-GPC": "1"}, ""},
+		{"gpc other value", Handler{}, map[string]string{"Sec-GPC": "0"}, ""},
+		{"consent present", Handler{ConsentCookies: granted}, map[string]string{"Cookie": "a=1; __gitbook_cookie_granted=yes"}, ""},
+		{"consent absent", Handler{ConsentCookies: granted}, map[string]string{"Cookie": "a=1"}, skipConsent},
+		{"consent no cookie header", Handler{ConsentCookies: granted}, nil, skipConsent},
+		{"consent wrong value", Handler{ConsentCookies: granted}, map[string]string{"Cookie": "__gitbook_cookie_granted=no"}, skipConsent},
+		{"consent value prefix", Handler{ConsentCookies: granted}, map[string]string{"Cookie": "__gitbook_cookie_granted=yesno"}, skipConsent},
+		{"consent second of several", Handler{ConsentCookies: several}, map[string]string{"Cookie": "__gitbook_cookie_granted=yes"}, ""},
+		{"consent first of several", Handler{ConsentCookies: several}, map[string]string{"Cookie": "cookie_a=1"}, ""},
+		{"consent none of several", Handler{ConsentCookies: several}, map[string]string{"Cookie": "cookie_a=2; __gitbook_cookie_granted=no"}, skipConsent},
+		{"no consent configured", Handler{}, map[string]string{"Cookie": "__gitbook_cookie_granted=no"}, ""},
+		{"googlebot", Handler{}, map[string]string{"User-Agent": unitGooglebotUA}, skipBot},
+		{"bingbot", Handler{}, map[string]string{"User-Agent": unitBingbotUA}, skipBot},
+		{"curl", Handler{}, map[string]string{"User-Agent": "curl/8.5.0"}, skipBot},
+		{"empty user agent", Handler{}, map[string]string{"User-Agent": ""}, skipBot},
+		{"blank user agent", Handler{}, map[string]string{"User-Agent": "   "}, skipBot},
+		{"googlebot tracked", Handler{TrackBots: true}, map[string]string{"User-Agent": unitGooglebotUA}, ""},
+		{"empty user agent tracked", Handler{TrackBots: true}, map[string]string{"User-Agent": ""}, ""},
+		{"prefetch before gpc", Handler{}, map[string]string{"Sec-Purpose": "prefetch", "Sec-GPC": "1"}, skipPrefetch},
+		{"gpc before consent", Handler{ConsentCookies: granted}, map[string]string{"Sec-GPC": "1"}, skipGPC},
+		{"consent before bot", Handler{ConsentCookies: granted}, map[string]string{"User-Agent": unitGooglebotUA}, skipConsent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := unitRequest(http.MethodGet, "/guide/?_rsc=abc")
+			r.Header.Set("User-Agent", unitChromeUA)
+			for name, value := range tt.header {
+				r.Header.Set(name, value)
+			}
+			if got := tt.handler.skipReason(r); got != tt.want {
+				t.Errorf("skipReason = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIsBotLongUserAgent(t *testing.T) {
+	long := unitGooglebotUA + " " + strings.Repeat("x", 64<<10)
+	longBrowser := unitChromeUA + " " + strings.Repeat("x", 64<<10)
+
+	if !isBot(long) {
+		t.Errorf("isBot(Googlebot + 64 KB) = false, want true")
+	}
+	if isBot(longBrowser) {
+		t.Errorf("isBot(Chrome + 64 KB) = true, want false")
+	}
+	if _, cached := botCache.Load(long); cached {
+		t.Errorf("a User-Agent of %d bytes was cached, want only those up to %d bytes", len(long), maxCachedUserAgent)
+	}
+}
+
+func TestIsBotCachedVerdict(t *testing.T) {
+	for range 3 {
+		if !isBot(unitGooglebotUA) {
+			t.Errorf("isBot(Googlebot) = false, want true")
+		}
+		if isBot(unitChromeUA) {
+			t.Errorf("isBot(Chrome) = true, want false")
+		}
+	}
+	if verdict, ok := botCache.Load(unitGooglebotUA); !ok || verdict != true {
+		t.Errorf("cached verdict for Googlebot = %v, %v; want true, true", verdict, ok)
+	}
+}
