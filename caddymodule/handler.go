@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -141,11 +142,15 @@ type Handler struct {
 	// IPv6 address zeroed; `omit`, no IP.
 	IP string `json:"ip,omitempty"`
 
-	logger  *zap.Logger
-	sender  *sender
-	config  senderConfig
-	builder eventBuilder
-	cookie  *cookieSetter
+	logger *zap.Logger
+	sender *sender
+	// inflight counts the requests that may still enqueue an event. Caddy
+	// cleans up the old config of a reload without waiting for its
+	// requests, so Cleanup waits for them before it releases the sender.
+	inflight *atomic.Int64
+	config   senderConfig
+	builder  eventBuilder
+	cookie   *cookieSetter
 }
 
 // ConsentCookie is a cookie whose value grants consent to tracking.
@@ -171,6 +176,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	registerMetrics(ctx.GetMetricsRegistry(), h.logger)
 
+	if err := h.prepare(); err != nil {
+		return err
+	}
+
+	s, err := acquireSender(h.config)
+	if err != nil {
+		return err
+	}
+	h.sender = s
+	return nil
+}
+
+// prepare checks the configuration and builds the state that requests
+// use, everything but the sender. h.logger must be set.
+func (h *Handler) prepare() error {
 	if err := h.setDefaults(); err != nil {
 		return err
 	}
@@ -178,6 +198,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	h.inflight = new(atomic.Int64)
 	h.builder = newEventBuilder(h)
 	h.cookie = &cookieSetter{
 		domain:   h.CookieDomain,
@@ -186,12 +207,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		logger:   h.logger,
 		warnings: &sync.Map{},
 	}
-
-	s, err := acquireSender(h.config)
-	if err != nil {
-		return err
-	}
-	h.sender = s
 	return nil
 }
 
@@ -345,11 +360,15 @@ func checkCookieDomain(domain string) error {
 // page view, queues its event. It never waits for Segment.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.GitBookInsights && isBeacon(r) {
+		h.inflight.Add(1)
+		defer h.inflight.Add(-1)
 		return h.serveBeacon(w, r, next)
 	}
 	if !mayBePageView(r) {
 		return next.ServeHTTP(w, r)
 	}
+	h.inflight.Add(1)
+	defer h.inflight.Add(-1)
 
 	arrived := time.Now()
 	rec := newPageViewRecorder(h, w, r)
@@ -397,12 +416,22 @@ func (h *Handler) preparePageView(r *http.Request, header http.Header, v *visito
 }
 
 // Cleanup releases the sender. The last config that uses a sender stops
-// it, which delivers what is queued within shutdown_timeout.
+// it, which delivers what is queued within shutdown_timeout. Caddy calls
+// Cleanup once, possibly while requests of this config still run, so the
+// sender field stays set: an event enqueued after the sender stopped is
+// counted as dropped at shutdown.
 func (h *Handler) Cleanup() error {
 	if h.sender == nil {
 		return nil
 	}
-	h.sender = nil
+
+	// Give running page views up to shutdown_timeout to enqueue their
+	// events. NOTE: a request read by the old server but not yet in this
+	// handler is not counted, and its event can still be dropped.
+	deadline := time.Now().Add(time.Duration(h.ShutdownTimeout))
+	for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	return releaseSender(h.config)
 }
 

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -265,17 +264,9 @@ func unitProvision(t *testing.T, config Handler) (*Handler, *observer.ObservedLo
 	logger := zap.New(core)
 
 	h := config
-	if err := unitConfigError(&h); err != nil {
-		t.Fatalf("config rejected: %v", err)
-	}
 	h.logger = logger
-	h.builder = newEventBuilder(&h)
-	h.cookie = &cookieSetter{
-		domain:   h.CookieDomain,
-		maxAge:   time.Duration(h.CookieMaxAge),
-		classic:  h.CookieFormat == cookieFormatClassic,
-		logger:   logger,
-		warnings: &sync.Map{},
+	if err := h.prepare(); err != nil {
+		t.Fatalf("config rejected: %v", err)
 	}
 	return &h, logs
 }

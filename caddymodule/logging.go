@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/segmentio/analytics-go/v3"
@@ -38,16 +39,33 @@ func (l *logLimiter) allow() (bool, int64) {
 // error response; it never logs the write key.
 type clientLogger struct{ s *sender }
 
+// maxClientLogBytes caps a line from analytics-go, which can quote a whole
+// rejected event or error response.
+const maxClientLogBytes = 1024
+
+// clientLine formats a line from analytics-go, cut to maxClientLogBytes.
+func clientLine(format string, args ...any) string {
+	line := fmt.Sprintf(format, args...)
+	if len(line) <= maxClientLogBytes {
+		return "analytics-go: " + line
+	}
+	cut := maxClientLogBytes
+	for cut > 0 && !utf8.RuneStart(line[cut]) {
+		cut--
+	}
+	return "analytics-go: " + line[:cut] + " [truncated]"
+}
+
 func (l clientLogger) Logf(format string, args ...any) {
 	if ok, suppressed := l.s.clientLog.allow(); ok {
-		l.s.logger.Info("analytics-go: "+fmt.Sprintf(format, args...),
+		l.s.logger.Info(clientLine(format, args...),
 			zap.String("endpoint_host", l.s.host), zap.Int64("suppressed_logs", suppressed))
 	}
 }
 
 func (l clientLogger) Errorf(format string, args ...any) {
 	if ok, suppressed := l.s.clientLog.allow(); ok {
-		l.s.logger.Warn("analytics-go: "+fmt.Sprintf(format, args...),
+		l.s.logger.Warn(clientLine(format, args...),
 			zap.String("endpoint_host", l.s.host), zap.Int64("suppressed_logs", suppressed))
 	}
 }
