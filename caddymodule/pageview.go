@@ -103,14 +103,18 @@ func (h *Handler) hasConsent(header http.Header) bool {
 	return false
 }
 
-// botCacheSize bounds the number of cached User-Agent verdicts, and
-// maxCachedUserAgent the length in bytes of a cached User-Agent, so the
-// cache holds at most 2 MB of User-Agent text whatever the headers. The cache is
-// emptied when it fills. A longer User-Agent is checked on every request.
-const (
-	botCacheSize       = 4096
-	maxCachedUserAgent = 512
-)
+// botCacheSize bounds the number of cached User-Agent verdicts. The cache
+// is emptied when it fills.
+const botCacheSize = 4096
+
+// maxBotCheckBytes bounds the part of a User-Agent that is checked and
+// cached. crawlerdetect's time grows with its input (tens of milliseconds
+// for 8 KB), and real User-Agents are far shorter, so the cache holds at
+// most 2 MB of text.
+//
+// NOTE: a crawler that puts its name only after the first 512 bytes of its
+// User-Agent is not recognised.
+const maxBotCheckBytes = 512
 
 var (
 	botCache      sync.Map // User-Agent → bool
@@ -123,8 +127,8 @@ func isBot(userAgent string) bool {
 	if strings.TrimSpace(userAgent) == "" {
 		return true
 	}
-	if len(userAgent) > maxCachedUserAgent {
-		return crawlerdetect.IsCrawler(userAgent)
+	if len(userAgent) > maxBotCheckBytes {
+		userAgent = userAgent[:maxBotCheckBytes]
 	}
 	if verdict, ok := botCache.Load(userAgent); ok {
 		return verdict.(bool)

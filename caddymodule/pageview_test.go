@@ -160,7 +160,10 @@ func TestIsBotLongUserAgent(t *testing.T) {
 		t.Errorf("isBot(Chrome + 64 KB) = true, want false")
 	}
 	if _, cached := botCache.Load(long); cached {
-		t.Errorf("a User-Agent of %d bytes was cached, want only those up to %d bytes", len(long), maxCachedUserAgent)
+		t.Errorf("a User-Agent of %d bytes was cached whole, want only its first %d bytes as the key", len(long), maxBotCheckBytes)
+	}
+	if _, cached := botCache.Load(long[:maxBotCheckBytes]); !cached {
+		t.Errorf("the first %d bytes of a long User-Agent are not cached", maxBotCheckBytes)
 	}
 }
 
