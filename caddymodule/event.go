@@ -158,7 +158,7 @@ func pageFactsOf(r *http.Request) pageFacts {
 
 	host := r.Host
 	if isTrustedProxy(r) {
-		if forwarded := firstValue(r.Header.Get("X-Forwarded-Host")); forwarded != "" {
+		if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
 			host = forwarded
 		}
 	}
@@ -166,7 +166,7 @@ func pageFactsOf(r *http.Request) pageFacts {
 	page := pageFacts{
 		url:      requestScheme(r) + "://" + host + requestURI,
 		path:     path,
-		referrer: r.Header.Get("Referer"),
+		referrer: headerValue(r.Header, "Referer"),
 	}
 	if query != "" {
 		page.search = "?" + query
@@ -238,8 +238,8 @@ func (b *eventBuilder) message(r *http.Request, v visitor, page pageFacts, props
 			Content: cutField(page.campaign.Content, maxCampaignBytes, "campaign"),
 		},
 		IP:        b.clientIP(r),
-		UserAgent: cutField(r.Header.Get("User-Agent"), maxUserAgentBytes, "user_agent"),
-		Locale:    localeOf(r.Header.Get("Accept-Language")),
+		UserAgent: cutField(headerValue(r.Header, "User-Agent"), maxUserAgentBytes, "user_agent"),
+		Locale:    localeOf(headerValue(r.Header, "Accept-Language")),
 	}
 
 	if b.call == callPage {
@@ -330,6 +330,12 @@ func localeOf(acceptLanguage string) string {
 // cutting at a character boundary, and counts the cut under field. Invalid
 // UTF-8 is replaced, since JSON encoders would replace it anyway.
 func cutField(s string, limit int, field string) string {
+	// No byte takes more than maxJSONBytesPerByte bytes in JSON, so most
+	// fields need only the quick UTF-8 check.
+	if len(s)*maxJSONBytesPerByte <= limit && utf8.ValidString(s) {
+		return s
+	}
+
 	size := 0
 	for i, r := range s {
 		n := jsonSize(r)
@@ -356,6 +362,11 @@ func jsonLength(s string) int {
 	}
 	return n
 }
+
+// maxJSONBytesPerByte is the most bytes encoding/json writes for one byte
+// of a string: a control character or an invalid byte becomes a six-byte
+// \u escape.
+const maxJSONBytesPerByte = 6
 
 // jsonSize returns how many bytes Go's encoding/json writes for r inside a
 // string: HTML-sensitive and control characters become \u escapes.

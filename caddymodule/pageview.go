@@ -32,7 +32,7 @@ func mayBePageView(r *http.Request) bool {
 func isPageResponse(r *http.Request, status int, header http.Header) bool {
 	switch status {
 	case http.StatusOK:
-		return isHTML(header.Get("Content-Type"))
+		return isHTML(headerValue(header, "Content-Type"))
 	case http.StatusNotModified:
 		return asksForHTML(r)
 	}
@@ -50,7 +50,7 @@ func isHTML(contentType string) bool {
 // asksForHTML reports whether the request wants a document: an Accept
 // header that lists text/html, or Sec-Fetch-Dest: document.
 func asksForHTML(r *http.Request) bool {
-	if strings.EqualFold(r.Header.Get("Sec-Fetch-Dest"), "document") {
+	if strings.EqualFold(headerValue(r.Header, "Sec-Fetch-Dest"), "document") {
 		return true
 	}
 	for _, accept := range r.Header["Accept"] {
@@ -70,16 +70,16 @@ func (h *Handler) skipReason(r *http.Request) string {
 	}
 	// Next.js app-router navigations and full prefetches carry the same
 	// headers, so a React Server Component request never counts.
-	if r.Header.Get("RSC") == "1" {
+	if headerValue(r.Header, "Rsc") == "1" {
 		return skipRSC
 	}
-	if !h.IgnoreGPC && strings.TrimSpace(r.Header.Get("Sec-GPC")) == "1" {
+	if !h.IgnoreGPC && strings.TrimSpace(headerValue(r.Header, "Sec-Gpc")) == "1" {
 		return skipGPC
 	}
 	if len(h.ConsentCookies) > 0 && !h.hasConsent(r.Header) {
 		return skipConsent
 	}
-	if !h.TrackBots && isBot(r.Header.Get("User-Agent")) {
+	if !h.TrackBots && isBot(headerValue(r.Header, "User-Agent")) {
 		return skipBot
 	}
 	return ""
@@ -89,9 +89,9 @@ func (h *Handler) skipReason(r *http.Request) string {
 // possible visit: Sec-Purpose (Chromium, also for prerender), the legacy
 // Purpose header, or Firefox's X-Moz.
 func isPrefetch(header http.Header) bool {
-	return hasPrefixFold(header.Get("Sec-Purpose"), "prefetch") ||
-		hasPrefixFold(header.Get("Purpose"), "prefetch") ||
-		strings.EqualFold(strings.TrimSpace(header.Get("X-Moz")), "prefetch")
+	return hasPrefixFold(headerValue(header, "Sec-Purpose"), "prefetch") ||
+		hasPrefixFold(headerValue(header, "Purpose"), "prefetch") ||
+		strings.EqualFold(strings.TrimSpace(headerValue(header, "X-Moz")), "prefetch")
 }
 
 func (h *Handler) hasConsent(header http.Header) bool {
@@ -141,6 +141,16 @@ func isBot(userAgent string) bool {
 	}
 	botCache.Store(userAgent, verdict)
 	return verdict
+}
+
+// headerValue returns the first value of a header whose name is given in
+// canonical form, without the canonicalisation that http.Header.Get does
+// on every call.
+func headerValue(header http.Header, canonicalKey string) string {
+	if values := header[canonicalKey]; len(values) > 0 {
+		return values[0]
+	}
+	return ""
 }
 
 func hasPrefixFold(s, prefix string) bool {

@@ -70,7 +70,7 @@ func (rec *pageViewRecorder) WriteHeader(status int) {
 		// is needed from the body.
 		if rec.pageView && status == http.StatusOK && !rec.handler.GitBookInsights {
 			rec.scanTitle = true
-			rec.title.reset(header.Get("Content-Encoding"))
+			rec.title.reset(headerValue(header, "Content-Encoding"))
 		}
 	}
 	rec.ResponseWriter.WriteHeader(status)

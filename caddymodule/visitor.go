@@ -2,9 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -160,30 +158,29 @@ type cookieSetter struct {
 // cookie is readable by scripts on purpose: Segment's browser library must
 // read it to use the same id.
 func (c *cookieSetter) setCookie(header http.Header, r *http.Request, id string) {
-	value := id
+	b := make([]byte, 0, 192)
+	b = append(b, anonymousIDCookie+"="...)
 	if c.classic {
-		value = "%22" + id + "%22"
+		b = append(b, "%22"...)
+		b = append(b, id...)
+		b = append(b, "%22"...)
+	} else {
+		b = append(b, id...)
 	}
-
-	var b strings.Builder
-	b.Grow(160)
-	b.WriteString(anonymousIDCookie)
-	b.WriteByte('=')
-	b.WriteString(value)
-	b.WriteString("; Path=/")
+	b = append(b, "; Path=/"...)
 	if domain := c.domainFor(requestHost(r)); domain != "" {
-		b.WriteString("; Domain=")
-		b.WriteString(domain)
+		b = append(b, "; Domain="...)
+		b = append(b, domain...)
 	}
-	b.WriteString("; Max-Age=")
-	b.WriteString(strconv.FormatInt(int64(c.maxAge/time.Second), 10))
-	b.WriteString("; Expires=")
-	b.WriteString(time.Now().Add(c.maxAge).UTC().Format(http.TimeFormat))
-	b.WriteString("; SameSite=Lax")
+	b = append(b, "; Max-Age="...)
+	b = strconv.AppendInt(b, int64(c.maxAge/time.Second), 10)
+	b = append(b, "; Expires="...)
+	b = time.Now().Add(c.maxAge).UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "; SameSite=Lax"...)
 	if isHTTPS(r) {
-		b.WriteString("; Secure")
+		b = append(b, "; Secure"...)
 	}
-	header.Add("Set-Cookie", b.String())
+	header["Set-Cookie"] = append(header["Set-Cookie"], string(b))
 }
 
 // domainFor returns the Domain attribute for a cookie set on host, or ""
@@ -238,21 +235,23 @@ func isDomainName(host string) bool {
 	if host == "" || len(host) > 253 || strings.IndexByte(host, '.') < 0 {
 		return false
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return false
-	}
-	for _, label := range strings.Split(host, ".") {
+
+	numeric := true // whether the last label has only digits, as in an IPv4 address
+	for label := range strings.SplitSeq(host, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
+		numeric = true
 		for i := 0; i < len(label); i++ {
 			ch := label[i]
 			if !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
 				return false
 			}
+			numeric = numeric && ch >= '0' && ch <= '9'
 		}
 	}
-	return true
+	// No top-level domain is numeric, so this is an IPv4 address.
+	return !numeric
 }
 
 // requestHost returns the host the reader asked for, without port: the
@@ -260,14 +259,27 @@ func isDomainName(host string) bool {
 func requestHost(r *http.Request) string {
 	host := r.Host
 	if isTrustedProxy(r) {
-		if forwarded := firstValue(r.Header.Get("X-Forwarded-Host")); forwarded != "" {
+		if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
 			host = forwarded
 		}
 	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		return h
+	return stripPort(host)
+}
+
+// stripPort removes the port from a host of a Host header, and the
+// brackets from an IPv6 literal.
+func stripPort(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if end := strings.IndexByte(host, ']'); end > 0 {
+			return host[1:end]
+		}
+		return host[1:]
 	}
-	return strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	// More than one colon without brackets is a bare IPv6 address.
+	if i := strings.IndexByte(host, ':'); i >= 0 && strings.LastIndexByte(host, ':') == i {
+		return host[:i]
+	}
+	return host
 }
 
 // requestScheme returns the scheme of the reader's connection: https when
@@ -278,7 +290,7 @@ func requestScheme(r *http.Request) string {
 		return "https"
 	}
 	if isTrustedProxy(r) {
-		switch strings.ToLower(firstValue(r.Header.Get("X-Forwarded-Proto"))) {
+		switch strings.ToLower(firstValue(headerValue(r.Header, "X-Forwarded-Proto"))) {
 		case "https":
 			return "https"
 		case "http":
