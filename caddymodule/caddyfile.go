@@ -91,11 +91,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "call":
 			err = oneArg(d, &h.Call)
 		case "batch_size":
-			err = intArg(d, &h.BatchSize)
+			err = intArg(d, &h.BatchSize, defaultBatchSize)
 		case "flush_interval":
 			err = durationArg(d, &h.FlushInterval)
 		case "queue_size":
-			err = intArg(d, &h.QueueSize)
+			err = intArg(d, &h.QueueSize, defaultQueueSize)
 		case "shutdown_timeout":
 			err = durationArg(d, &h.ShutdownTimeout)
 		case "dry_run":
@@ -165,7 +165,7 @@ func flag(d *caddyfile.Dispenser, target *bool) error {
 	return nil
 }
 
-func intArg(d *caddyfile.Dispenser, target *int) error {
+func intArg(d *caddyfile.Dispenser, target *int, example int) error {
 	name := d.Val()
 	var value string
 	if err := oneArg(d, &value); err != nil {
@@ -175,7 +175,7 @@ func intArg(d *caddyfile.Dispenser, target *int) error {
 	// quietly use the default.
 	n, err := strconv.Atoi(value)
 	if err != nil || n < 1 {
-		return d.Errf("%s %q is not a positive whole number: write a number such as %s 250", name, value, name)
+		return d.Errf("%s %q is not a positive whole number: write a number such as %s %d", name, value, name, example)
 	}
 	*target = n
 	return nil

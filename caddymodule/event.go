@@ -51,6 +51,10 @@ const libraryName = "caddy-segment"
 // the build information of the binary it is built into.
 const modulePath = "github.com/caddy-segment/caddy-segment"
 
+// unversioned is the version Go records for a module required only
+// through a local replacement, as in an xcaddy build with --replace.
+const unversioned = "v0.0.0-00010101000000-000000000000"
+
 // library is sent as context.library: this plugin's name and the version of
 // its module in the running binary ("devel" for a local build).
 var library = sync.OnceValue(func() analytics.LibraryInfo {
@@ -63,7 +67,7 @@ var library = sync.OnceValue(func() analytics.LibraryInfo {
 			}
 			if m.Replace != nil && m.Replace.Version != "" {
 				version = m.Replace.Version
-			} else if m.Version != "" && m.Version != "(devel)" {
+			} else if m.Version != "" && m.Version != "(devel)" && m.Version != unversioned {
 				version = m.Version
 			}
 		}

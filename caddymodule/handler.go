@@ -34,6 +34,7 @@ const (
 	defaultQueueSize       = 10000
 	defaultShutdownTimeout = 5 * time.Second
 	maxProperties          = 32
+	minFlushInterval       = 10 * time.Millisecond
 	maxPropertyNameBytes   = 64
 )
 
@@ -219,7 +220,10 @@ func (h *Handler) setDefaults() error {
 		return fmt.Errorf("write_key: a placeholder in it could not be resolved: %v; set the environment variable it names, or give the key itself", err)
 	}
 
-	endpoint := h.Endpoint
+	endpoint, err := repl.ReplaceOrErr(h.Endpoint, true, true)
+	if err != nil {
+		return fmt.Errorf("endpoint: a placeholder in it could not be resolved: %v; set the environment variable it names, or give the URL itself", err)
+	}
 	switch {
 	case endpoint != "":
 	case h.Region == "eu":
@@ -279,7 +283,7 @@ func (h *Handler) check() error {
 		return fmt.Errorf("region %q is unknown: use us or eu", h.Region)
 	}
 	if h.Region != "" && h.Endpoint != "" {
-		return fmt.Errorf("region %q and endpoint %q are both set: set only one, since region chooses the endpoint", h.Region, h.Endpoint)
+		return fmt.Errorf("region %q and endpoint %q are both set: set only one, since region chooses the endpoint", h.Region, shownEndpoint(h.Endpoint))
 	}
 	if err := checkEndpoint(h.config.endpoint); err != nil {
 		return err
@@ -287,11 +291,11 @@ func (h *Handler) check() error {
 	if h.BatchSize < 1 || h.BatchSize > maxBatchSize {
 		return fmt.Errorf("batch_size %d is out of range: use a number from 1 to %d, the most events Segment accepts in one request", h.BatchSize, maxBatchSize)
 	}
-	if h.FlushInterval < 0 {
-		return fmt.Errorf("flush_interval %s is negative: use a positive duration such as 5s", time.Duration(h.FlushInterval))
+	if h.FlushInterval < caddy.Duration(minFlushInterval) {
+		return fmt.Errorf("flush_interval %s is shorter than %s: use a duration such as 5s (in JSON, a number is nanoseconds)", time.Duration(h.FlushInterval), minFlushInterval)
 	}
-	if h.CookieMaxAge < 0 {
-		return fmt.Errorf("cookie_max_age %s is negative: use a positive duration such as 365d", time.Duration(h.CookieMaxAge))
+	if h.CookieMaxAge < caddy.Duration(time.Second) {
+		return fmt.Errorf("cookie_max_age %s is shorter than a second, which makes browsers drop the cookie at once: use a duration such as 365d (in JSON, a number is nanoseconds)", time.Duration(h.CookieMaxAge))
 	}
 	if h.QueueSize < 1 {
 		return fmt.Errorf("queue_size %d is out of range: use a positive number of events such as %d", h.QueueSize, defaultQueueSize)
@@ -327,18 +331,37 @@ func (h *Handler) check() error {
 	return nil
 }
 
-// checkEndpoint accepts an absolute http or https URL with a host.
+// checkEndpoint accepts an absolute http or https URL with a host, and
+// without the /v1/batch path that analytics-go appends.
 func checkEndpoint(endpoint string) error {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("endpoint %q is not an http or https URL: use the base URL of the Segment API, such as %s", endpoint, defaultEndpoint)
+		return fmt.Errorf("endpoint %q is not an http or https URL: use the base URL of the Segment API, such as %s", shownEndpoint(endpoint), defaultEndpoint)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		// Only the parts that cannot hold a secret are shown.
-		shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
-		return fmt.Errorf("endpoint %q has credentials, a query or a fragment (not shown here): use only the scheme, host and optional path; the write key goes in write_key", shown.String())
+		return fmt.Errorf("endpoint %q has credentials, a query or a fragment (not shown here): use only the scheme, host and optional path; the write key goes in write_key", shownEndpoint(endpoint))
+	}
+	if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v1/batch") {
+		return fmt.Errorf("endpoint %q ends in /v1/batch, which is added to it: use the base URL, such as %s", shownEndpoint(endpoint), defaultEndpoint)
 	}
 	return nil
+}
+
+// shownEndpoint returns an endpoint as it may appear in an error: without
+// credentials, query or fragment, which may hold the write key.
+func shownEndpoint(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		if strings.ContainsAny(endpoint, "@?#") {
+			return "(not shown, since it may hold credentials)"
+		}
+		return endpoint
+	}
+	if u.User == nil && u.RawQuery == "" && u.Fragment == "" && !strings.Contains(endpoint, "#") {
+		return endpoint
+	}
+	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return shown.String()
 }
 
 // checkCookieDomain rejects a domain that a browser would refuse in a
@@ -425,12 +448,16 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 
-	// Give running page views up to shutdown_timeout to enqueue their
-	// events. NOTE: a request read by the old server but not yet in this
-	// handler is not counted, and its event can still be dropped.
-	deadline := time.Now().Add(time.Duration(h.ShutdownTimeout))
-	for h.inflight.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	// When this is the last config using the sender, running page views
+	// get up to shutdown_timeout to enqueue their events before it stops.
+	// A reload that keeps the delivery settings keeps the sender, and
+	// needs no wait. NOTE: a request read by the old server but not yet
+	// in this handler is not counted, and its event can still be dropped.
+	if refs, _ := senders.References(h.config); refs <= 1 {
+		deadline := time.Now().Add(time.Duration(h.ShutdownTimeout))
+		for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	return releaseSender(h.config)
 }

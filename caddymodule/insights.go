@@ -266,10 +266,11 @@ func beaconHasControl(text string) bool {
 const maxBeaconBytes = 64 << 10
 
 // maxBeaconPageViews caps the page views taken from one beacon. GitBook's
-// client sends a beacon at least once a minute, and a reader does not read
-// 100 pages in a minute; the cap stops a forged body from turning into
-// thousands of events.
-const maxBeaconPageViews = 100
+// client sends its queued events after 1.5 seconds without a new one, on
+// leaving the page and at least once a minute, so a real beacon carries a
+// few page views; the cap stops one forged request from turning into many
+// events.
+const maxBeaconPageViews = 20
 
 // Reasons a beacon, or a page view in it, is not tracked.
 const (
@@ -277,6 +278,7 @@ const (
 	skipBeaconTooLarge = "beacon_too_large"
 	skipBeaconStale    = "beacon_stale"
 	skipBeaconOverflow = "beacon_overflow"
+	skipBeaconForeign  = "beacon_foreign"
 )
 
 // isBeacon reports whether r is GitBook's insights beacon: a POST to a path
@@ -316,6 +318,7 @@ func (h *Handler) trackBeacon(header http.Header, r *http.Request, body []byte) 
 	for range stale {
 		countSkip(skipBeaconStale)
 	}
+	views = keepOwnPages(views, requestHost(r))
 	if len(views) > maxBeaconPageViews {
 		for range views[maxBeaconPageViews:] {
 			countSkip(skipBeaconOverflow)
@@ -346,6 +349,22 @@ func (h *Handler) trackBeacon(header http.Header, r *http.Request, body []byte) 
 		pageViews.Inc()
 		h.sender.enqueue(h.builder.fromBeacon(r, v, view, siteID))
 	}
+}
+
+// keepOwnPages drops, and counts, the page views whose URL is not on the
+// host the beacon was sent to. GitBook's client reports the page it shows,
+// on the host it posts to, so another host means a forged beacon.
+func keepOwnPages(views []beaconPageView, host string) []beaconPageView {
+	kept := views[:0]
+	for _, view := range views {
+		u, err := url.Parse(view.URL)
+		if err != nil || !strings.EqualFold(u.Hostname(), host) {
+			countSkip(skipBeaconForeign)
+			continue
+		}
+		kept = append(kept, view)
+	}
+	return kept
 }
 
 // fromBeacon builds the event of a page view that GitBook's beacon

@@ -87,6 +87,7 @@ type sender struct {
 	aborted  atomic.Bool // in-flight requests were cut at shutdown_timeout
 	stop     chan struct{}
 	done     chan struct{}
+	settled  chan struct{} // signalled when the client reports an event back
 
 	pending         atomic.Int64 // handed to the client, not yet reported back
 	droppedFull     atomic.Int64
@@ -100,11 +101,12 @@ type sender struct {
 
 func newSender(cfg senderConfig) (*sender, error) {
 	s := &sender{
-		config: cfg,
-		logger: caddy.Log().Named("http.handlers.segment"),
-		queue:  make(chan analytics.Message, cfg.queueSize),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		config:  cfg,
+		logger:  caddy.Log().Named("http.handlers.segment"),
+		queue:   make(chan analytics.Message, cfg.queueSize),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		settled: make(chan struct{}, 1),
 	}
 	if u, err := url.Parse(cfg.endpoint); err == nil {
 		s.host = u.Host
@@ -172,36 +174,68 @@ func (s *sender) enqueue(msg analytics.Message) {
 }
 
 // run hands queued events to the client until the sender stops, then
-// hands over what is left and closes the client, which flushes.
+// hands over what is left and closes the client, which flushes. While
+// queue_size events are with the client and not yet reported back (the
+// endpoint is slow or down, and analytics-go holds batches for retries),
+// it stops taking events, so the queue fills and further events are
+// dropped as queue_full: memory stays bounded by about twice queue_size
+// events whatever the endpoint does.
 func (s *sender) run() {
 	defer close(s.done)
 	for {
+		if s.pending.Load() >= int64(s.config.queueSize) {
+			select {
+			case <-s.settled:
+				continue
+			case <-s.stop:
+				s.drain()
+				return
+			}
+		}
+
 		select {
 		case msg := <-s.queue:
 			s.deliver(msg)
 		case <-s.stop:
-			for {
-				select {
-				case msg := <-s.queue:
-					if s.aborted.Load() {
-						droppedShutdown.Inc()
-						s.droppedStopping.Add(1)
-						continue
-					}
-					s.deliver(msg)
-				default:
-					s.client.Close()
-					return
-				}
-			}
+			s.drain()
+			return
 		}
+	}
+}
+
+// drain hands the rest of the queue to the client, or drops it once
+// shutdown_timeout has passed, and closes the client.
+func (s *sender) drain() {
+	for {
+		select {
+		case msg := <-s.queue:
+			if s.aborted.Load() {
+				droppedShutdown.Inc()
+				s.droppedStopping.Add(1)
+				continue
+			}
+			s.deliver(msg)
+		default:
+			s.client.Close()
+			return
+		}
+	}
+}
+
+// settle records that the client reported an event back, and wakes the
+// run loop if it waits for room.
+func (s *sender) settle() {
+	s.pending.Add(-1)
+	select {
+	case s.settled <- struct{}{}:
+	default:
 	}
 }
 
 func (s *sender) deliver(msg analytics.Message) {
 	s.pending.Add(1)
 	if err := s.client.Enqueue(msg); err != nil {
-		s.pending.Add(-1)
+		s.settle()
 		s.countFailure(err)
 	}
 }
@@ -316,12 +350,12 @@ func failureReason(err error) string {
 type senderCallback struct{ s *sender }
 
 func (c senderCallback) Success(analytics.Message) {
-	c.s.pending.Add(-1)
+	c.s.settle()
 	eventsDelivered.Inc()
 }
 
 func (c senderCallback) Failure(_ analytics.Message, err error) {
-	c.s.pending.Add(-1)
+	c.s.settle()
 	c.s.countFailure(err)
 }
 

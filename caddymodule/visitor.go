@@ -198,7 +198,9 @@ func (c *cookieSetter) domainFor(host string) string {
 	if c.domain == cookieDomainHost {
 		return ""
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	// A host with a trailing dot is fully qualified, and browsers refuse a
+	// Domain without that dot for it.
+	host = strings.ToLower(host)
 	if !isDomainName(host) {
 		return ""
 	}

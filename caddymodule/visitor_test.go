@@ -250,7 +250,7 @@ func TestDomainForRegistrableDomain(t *testing.T) {
 		{"ipv4-mapped ipv6", "::ffff:192.0.2.10", ""},
 		{"single label", "intranet", ""},
 		{"uppercase", "DOCS.Example.COM", "example.com"},
-		{"trailing dot", "docs.example.com.", "example.com"},
+		{"trailing dot is host-only", "docs.example.com.", ""},
 		{"empty", "", ""},
 		{"semicolon", "evil.com;", ""},
 		{"attribute injection", "evil.com; Domain=other.com", ""},

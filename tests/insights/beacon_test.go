@@ -3,6 +3,7 @@ package insights
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -363,6 +364,11 @@ func TestBeaconSkipped(t *testing.T) {
 			reason: "beacon_stale",
 		},
 		{
+			name:   "page on another host",
+			body:   beaconBody(t, beaconView{url: "https://evil.example/forged", space: fixtureSpaceID}),
+			reason: "beacon_foreign",
+		},
+		{
 			name:   "timestamp 2 minutes ahead",
 			body:   beaconBody(t, beaconView{timestamp: time.Now().Add(2 * time.Minute), url: fixtureURL, space: fixtureSpaceID}),
 			reason: "beacon_stale",
@@ -386,6 +392,25 @@ func TestBeaconSkipped(t *testing.T) {
 			expectForwarded(t, req, "/~gitbook/__evt", received)
 		})
 	}
+}
+
+// TestBeaconOverflow checks that one beacon yields at most 20 events, and
+// that the page views over that are counted.
+func TestBeaconOverflow(t *testing.T) {
+	s := startSite(t, insightsOptions)
+	views := make([]beaconView, 21)
+	for i := range views {
+		views[i] = beaconView{url: fmt.Sprintf("%s?view=%d", fixtureURL, i), space: fixtureSpaceID}
+	}
+	req := beaconRequest(beaconTarget, beaconBody(t, views...), "Cookie", "ajs_anonymous_id=7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f")
+
+	o := s.run(t, 20, func() { sendBeacon(t, req) })
+
+	if len(o.events) != 20 {
+		t.Errorf("got %d events from a beacon with 21 page views, want 20", len(o.events))
+	}
+	expectSkips(t, o, map[string]float64{"beacon_overflow": 1})
+	expectPageViews(t, o, 20)
 }
 
 // TestBeaconRequestSkipped covers beacons from readers that are not
