@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -124,7 +123,7 @@ func newSender(cfg senderConfig) (*sender, error) {
 			Endpoint:   cfg.endpoint,
 			Interval:   cfg.flushInterval,
 			BatchSize:  cfg.batchSize,
-			Transport:  &abortableTransport{base: s.transport, abort: abortCtx},
+			Transport:  &batchTransport{base: s.transport, abort: abortCtx},
 			Logger:     clientLogger{s},
 			Callback:   senderCallback{s},
 			RetryAfter: retryDelay,
@@ -365,41 +364,4 @@ func retryDelay(attempt int) time.Duration {
 	delay := 100 * time.Millisecond << min(attempt, 7)
 	delay = min(delay, 10*time.Second)
 	return delay/2 + rand.N(delay/2)
-}
-
-// abortableTransport lets the sender cut every in-flight request at the
-// end of shutdown_timeout; analytics-go's own Close has no deadline.
-type abortableTransport struct {
-	base  http.RoundTripper
-	abort context.Context
-}
-
-func (t *abortableTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(req.Context())
-	stop := context.AfterFunc(t.abort, cancel)
-	release := func() {
-		stop()
-		cancel()
-	}
-
-	res, err := t.base.RoundTrip(req.WithContext(ctx))
-	if err != nil {
-		release()
-		return nil, err
-	}
-	res.Body = &releasingBody{ReadCloser: res.Body, release: release}
-	return res, nil
-}
-
-// releasingBody frees the request's context once the body is closed.
-type releasingBody struct {
-	io.ReadCloser
-	release func()
-	once    sync.Once
-}
-
-func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.release)
-	return err
 }
