@@ -172,17 +172,25 @@ func (s *sender) enqueue(msg analytics.Message) {
 	}
 }
 
+// maxPending returns how many events the client may hold unreported:
+// four batches, at least 1,000 events, at most queue_size. Four batches in
+// flight carry a replica's page views to Segment at round trips of 100 ms.
+func (c senderConfig) maxPending() int64 {
+	return int64(min(c.queueSize, max(4*c.batchSize, 1000)))
+}
+
 // run hands queued events to the client until the sender stops, then
 // hands over what is left and closes the client, which flushes. While
-// queue_size events are with the client and not yet reported back (the
+// maxPending events are with the client and not yet reported back (the
 // endpoint is slow or down, and analytics-go holds batches for retries),
 // it stops taking events, so the queue fills and further events are
-// dropped as queue_full: memory stays bounded by about twice queue_size
-// events whatever the endpoint does.
+// dropped as queue_full: memory stays bounded by queue_size plus
+// maxPending events whatever the endpoint does.
 func (s *sender) run() {
 	defer close(s.done)
+	limit := s.config.maxPending()
 	for {
-		if s.pending.Load() >= int64(s.config.queueSize) {
+		if s.pending.Load() >= limit {
 			select {
 			case <-s.settled:
 				continue
