@@ -81,7 +81,8 @@ type Handler struct {
 	// host gives a host-only cookie for that request.
 	CookieDomain string `json:"cookie_domain,omitempty"`
 
-	// The lifetime of the `ajs_anonymous_id` cookie. Default: 365 days.
+	// The lifetime of the `ajs_anonymous_id` cookie, at least 1s.
+	// Default: 365 days.
 	CookieMaxAge caddy.Duration `json:"cookie_max_age,omitempty"`
 
 	// How the id is written in a new `ajs_anonymous_id` cookie: `raw`
@@ -98,13 +99,15 @@ type Handler struct {
 	// 2500. Default: 250.
 	BatchSize int `json:"batch_size,omitempty"`
 
-	// The longest time an event waits before its batch is sent.
-	// Default: 5s.
+	// The maximum time an event waits before its batch is sent, at least
+	// 10ms. Default: 5s.
 	FlushInterval caddy.Duration `json:"flush_interval,omitempty"`
 
 	// The number of events held in memory while they wait for the sender.
-	// When the queue is full, new events are dropped and counted, and the
-	// request carries on. Default: 10000.
+	// While Segment is slow or down, analytics-go holds at most four
+	// batches more (at least 1,000 events, at most this number). When the
+	// queue is full, new events are dropped and counted, and the request
+	// carries on. Default: 10000.
 	QueueSize int `json:"queue_size,omitempty"`
 
 	// How long a shutdown or a reload that changes the delivery settings

@@ -20,10 +20,19 @@ const (
 )
 
 // mayBePageView reports whether a request can turn out to be a page view,
-// judged before the response: a GET that does not ask for a protocol
-// upgrade such as WebSocket. Everything else passes through untouched.
+// judged before the response: a GET that does not open a WebSocket.
+// Everything else passes through untouched. Other Upgrade offers, such as
+// h2c from curl --http2, are ignored by Caddy and get a normal page.
 func mayBePageView(r *http.Request) bool {
-	return r.Method == http.MethodGet && len(r.Header["Upgrade"]) == 0
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, upgrade := range r.Header["Upgrade"] {
+		if containsFold(upgrade, "websocket") {
+			return false
+		}
+	}
+	return true
 }
 
 // isPageResponse reports whether a final response is a page: 200 with an

@@ -25,7 +25,8 @@ func TestMayBePageView(t *testing.T) {
 		{"post", http.MethodPost, "", false},
 		{"options", http.MethodOptions, "", false},
 		{"get with websocket upgrade", http.MethodGet, "websocket", false},
-		{"get with h2c upgrade", http.MethodGet, "h2c", false},
+		{"get with h2c upgrade", http.MethodGet, "h2c", true},
+		{"get with websocket in a list", http.MethodGet, "h2c, WebSocket", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

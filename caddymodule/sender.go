@@ -181,11 +181,11 @@ func (c senderConfig) maxPending() int64 {
 
 // run hands queued events to the client until the sender stops, then
 // hands over what is left and closes the client, which flushes. While
-// maxPending events are with the client and not yet reported back (the
-// endpoint is slow or down, and analytics-go holds batches for retries),
-// it stops taking events, so the queue fills and further events are
-// dropped as queue_full: memory stays bounded by queue_size plus
-// maxPending events whatever the endpoint does.
+// maxPending events are with the client and not yet reported back, it
+// takes no more. The endpoint is then slow or down and analytics-go holds
+// batches for retries, so the queue fills and further events are dropped
+// as queue_full. Memory stays bounded by queue_size plus maxPending events
+// whatever the endpoint does.
 func (s *sender) run() {
 	defer close(s.done)
 	limit := s.config.maxPending()
@@ -249,7 +249,7 @@ func (s *sender) deliver(msg analytics.Message) {
 
 // Destruct stops the sender: it delivers what is queued within
 // shutdown_timeout, then cuts in-flight requests and counts what is left
-// as dropped. It never waits much longer than shutdown_timeout.
+// as dropped. It waits at most shutdown_timeout plus abortGrace.
 func (s *sender) Destruct() error {
 	start := time.Now()
 
