@@ -223,9 +223,23 @@ func (b *eventBuilder) properties(r *http.Request) analytics.Properties {
 	return props
 }
 
-// message assembles a track or page call from the page facts.
+// trackMessage and pageMessage put a call and its context in one
+// allocation. The call's Context points into the same struct, and the
+// sender enqueues a pointer to the call, which analytics-go dereferences.
+type trackMessage struct {
+	track   analytics.Track
+	context analytics.Context
+}
+
+type pageMessage struct {
+	page    analytics.Page
+	context analytics.Context
+}
+
+// message assembles a track or page call from the page facts. It returns
+// a *analytics.Track or a *analytics.Page.
 func (b *eventBuilder) message(r *http.Request, v visitor, page pageFacts, props analytics.Properties, at time.Time) analytics.Message {
-	ctx := &analytics.Context{
+	ctx := analytics.Context{
 		Library: b.library,
 		Page: analytics.PageInfo{
 			URL:      cutField(page.url, maxURLBytes, "url"),
@@ -247,23 +261,27 @@ func (b *eventBuilder) message(r *http.Request, v visitor, page pageFacts, props
 	}
 
 	if b.call == callPage {
-		return analytics.Page{
+		m := &pageMessage{context: ctx}
+		m.page = analytics.Page{
 			AnonymousId: v.anonymousID,
 			UserId:      v.userID,
 			Name:        ctx.Page.Title,
 			Timestamp:   at,
-			Context:     ctx,
+			Context:     &m.context,
 			Properties:  pageProperties(ctx.Page, props),
 		}
+		return &m.page
 	}
-	return analytics.Track{
+	m := &trackMessage{context: ctx}
+	m.track = analytics.Track{
 		AnonymousId: v.anonymousID,
 		UserId:      v.userID,
 		Event:       b.event,
 		Timestamp:   at,
-		Context:     ctx,
+		Context:     &m.context,
 		Properties:  props,
 	}
+	return &m.track
 }
 
 // pageProperties adds the page facts to a page call's properties, where

@@ -43,11 +43,11 @@ func unitPageRequest(target, clientIP string) (*http.Request, *caddy.Replacer) {
 // unitTrack returns msg as a track call, or fails the test.
 func unitTrack(t *testing.T, msg analytics.Message) analytics.Track {
 	t.Helper()
-	track, ok := msg.(analytics.Track)
+	track, ok := msg.(*analytics.Track)
 	if !ok {
-		t.Fatalf("message is a %T, want analytics.Track", msg)
+		t.Fatalf("message is a %T, want *analytics.Track", msg)
 	}
-	return track
+	return *track
 }
 
 func TestFromPageTrackShape(t *testing.T) {
@@ -357,10 +357,11 @@ func TestFromPagePageCall(t *testing.T) {
 	arrived := time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC)
 
 	msg := b.fromPage(r, visitor{anonymousID: unitID, userID: "user-42"}, "Intro | Docs", arrived)
-	page, ok := msg.(analytics.Page)
+	pagePointer, ok := msg.(*analytics.Page)
 	if !ok {
-		t.Fatalf("message is a %T, want analytics.Page", msg)
+		t.Fatalf("message is a %T, want *analytics.Page", msg)
 	}
+	page := *pagePointer
 
 	checks := []struct {
 		name string
@@ -570,12 +571,12 @@ func TestWorstCaseEventSize(t *testing.T) {
 			msg := b.fromPage(r, v, hostile, time.Now())
 			// analytics-go fills in type and messageId before it measures.
 			switch m := msg.(type) {
-			case analytics.Track:
+			case *analytics.Track:
 				m.Type, m.MessageId = "track", unitID
-				msg = m
-			case analytics.Page:
+			case *analytics.Page:
 				m.Type, m.MessageId = "page", unitID
-				msg = m
+			default:
+				t.Fatalf("message is a %T, want *analytics.Track or *analytics.Page", msg)
 			}
 			encoded, err := json.Marshal(msg)
 			if err != nil {

@@ -79,6 +79,12 @@ type dryRunClient struct {
 
 func (c *dryRunClient) Enqueue(msg analytics.Message) error {
 	switch m := msg.(type) {
+	case *analytics.Track:
+		msg = *m
+	case *analytics.Page:
+		msg = *m
+	}
+	switch m := msg.(type) {
 	case analytics.Track:
 		m.Type = "track"
 		m.MessageId = uuid.NewString()
