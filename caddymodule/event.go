@@ -161,14 +161,15 @@ func pageFactsOf(r *http.Request) pageFacts {
 	path, query, _ := strings.Cut(requestURI, "?")
 
 	host := r.Host
-	if isTrustedProxy(r) {
+	trusted := isTrustedProxy(r)
+	if trusted {
 		if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
 			host = forwarded
 		}
 	}
 
 	page := pageFacts{
-		url:      requestScheme(r) + "://" + host + requestURI,
+		url:      schemeFor(r, trusted) + "://" + host + requestURI,
 		path:     path,
 		referrer: headerValue(r.Header, "Referer"),
 	}

@@ -41,12 +41,25 @@ type visitor struct {
 	userID      string
 }
 
-// readVisitor takes the reader's ids from the request's cookies.
+// readVisitor takes the reader's ids from the request's cookies in one
+// pass: for each name, the first cookie whose value is usable.
 func readVisitor(header http.Header) visitor {
-	return visitor{
-		anonymousID: cookieID(header, anonymousIDCookie),
-		userID:      cookieID(header, userIDCookie),
+	var v visitor
+	for _, line := range header["Cookie"] {
+		for line != "" {
+			var pair string
+			pair, line, _ = strings.Cut(line, ";")
+			key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			switch {
+			case !ok:
+			case key == anonymousIDCookie && v.anonymousID == "":
+				v.anonymousID, _ = decodeID(value)
+			case key == userIDCookie && v.userID == "":
+				v.userID, _ = decodeID(value)
+			}
+		}
 	}
+	return v
 }
 
 // cookieID returns the first usable id among the request's cookies of that
@@ -295,10 +308,16 @@ func stripPort(host string) string {
 // Caddy terminated TLS, or when a trusted proxy says so in
 // X-Forwarded-Proto.
 func requestScheme(r *http.Request) string {
+	return schemeFor(r, isTrustedProxy(r))
+}
+
+// schemeFor is requestScheme for a request whose trusted-proxy verdict is
+// already known.
+func schemeFor(r *http.Request, trusted bool) string {
 	if r.TLS != nil {
 		return "https"
 	}
-	if isTrustedProxy(r) {
+	if trusted {
 		switch strings.ToLower(firstValue(headerValue(r.Header, "X-Forwarded-Proto"))) {
 		case "https":
 			return "https"
