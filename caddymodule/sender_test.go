@@ -757,3 +757,48 @@ func TestSenderFailureReason(t *testing.T) {
 		})
 	}
 }
+
+// TestSenderPendingBound checks that against an endpoint that never
+// responds, the client holds at most maxPending events and the rest wait
+// in the queue or are dropped as queue_full, so memory stays bounded.
+func TestSenderPendingBound(t *testing.T) {
+	senderCheckLeaks(t)
+	rec := senderStartRecorder(t)
+	rec.SetMode(recorder.Mode{Hang: true})
+	before := senderReadCounts(t)
+	cfg := senderTestConfig(rec.URL())
+	cfg.batchSize = 10
+	cfg.queueSize = 1500
+	cfg.shutdownTimeout = time.Second
+	s, release := senderStart(t, cfg)
+
+	limit := cfg.maxPending()
+	if limit != 1000 {
+		t.Fatalf("maxPending for batch_size 10 and queue_size 1500 = %d, want the floor of 1000", limit)
+	}
+
+	const events = 5000
+	senderEnqueue(s, events)
+	senderEventually(t, "the client to hold its limit of events", func() bool {
+		return s.pending.Load() == limit
+	})
+
+	// The run loop now waits for the client, so the queue stays as it is.
+	waiting := len(s.queue)
+	if waiting > cfg.queueSize {
+		t.Errorf("queue holds %d events, want at most %d", waiting, cfg.queueSize)
+	}
+	counts := senderReadCounts(t).sub(before)
+	if counts.queued != float64(waiting)+float64(limit) {
+		t.Errorf("queued grew by %v, want the %d waiting plus the %d with the client", counts.queued, waiting, limit)
+	}
+	if counts.queued+counts.droppedQueueFull != events {
+		t.Errorf("queued %v plus dropped{queue_full} %v = %v, want %d", counts.queued, counts.droppedQueueFull, counts.queued+counts.droppedQueueFull, events)
+	}
+
+	release()
+	counts = senderReadCounts(t).sub(before)
+	if want := float64(waiting) + float64(limit); counts.droppedShutdown != want {
+		t.Errorf("dropped{shutdown} grew by %v, want %v", counts.droppedShutdown, want)
+	}
+}
