@@ -47,14 +47,14 @@ func readVisitor(header http.Header) visitor {
 	var v visitor
 	for _, line := range header["Cookie"] {
 		for line != "" {
-			var pair string
-			pair, line, _ = strings.Cut(line, ";")
-			key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			var name, value string
+			var ok bool
+			name, value, line, ok = nextCookie(line)
 			switch {
 			case !ok:
-			case key == anonymousIDCookie && v.anonymousID == "":
+			case name == anonymousIDCookie && v.anonymousID == "":
 				v.anonymousID, _ = decodeID(value)
-			case key == userIDCookie && v.userID == "":
+			case name == userIDCookie && v.userID == "":
 				v.userID, _ = decodeID(value)
 			}
 		}
@@ -62,39 +62,28 @@ func readVisitor(header http.Header) visitor {
 	return v
 }
 
-// cookieID returns the first usable id among the request's cookies of that
-// name, decoded, or "" when there is none.
-func cookieID(header http.Header, name string) string {
-	for _, line := range header["Cookie"] {
-		for line != "" {
-			var pair string
-			pair, line, _ = strings.Cut(line, ";")
-			key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if !ok || key != name {
-				continue
-			}
-			if id, ok := decodeID(value); ok {
-				return id
-			}
-		}
-	}
-	return ""
-}
-
 // hasCookie reports whether the request carries a cookie with that name and
 // exactly that value.
 func hasCookie(header http.Header, name, value string) bool {
 	for _, line := range header["Cookie"] {
 		for line != "" {
-			var pair string
-			pair, line, _ = strings.Cut(line, ";")
-			key, got, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if ok && key == name && strings.TrimSpace(got) == value {
+			var got, gotValue string
+			var ok bool
+			got, gotValue, line, ok = nextCookie(line)
+			if ok && got == name && strings.TrimSpace(gotValue) == value {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// nextCookie splits the first name=value pair off a Cookie header line and
+// returns the rest of the line. ok is false for a pair without "=".
+func nextCookie(line string) (name, value, rest string, ok bool) {
+	pair, rest, _ := strings.Cut(line, ";")
+	name, value, ok = strings.Cut(strings.TrimSpace(pair), "=")
+	return name, value, rest, ok
 }
 
 // decodeID turns a cookie value as written by any Segment library into the

@@ -137,8 +137,8 @@ func TestCookieID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			header := http.Header{"Cookie": tt.cookies}
-			if got := cookieID(header, anonymousIDCookie); got != tt.want {
-				t.Errorf("cookieID(%q) = %q, want %q", tt.cookies, got, tt.want)
+			if got := readVisitor(header).anonymousID; got != tt.want {
+				t.Errorf("readVisitor(%q).anonymousID = %q, want %q", tt.cookies, got, tt.want)
 			}
 		})
 	}
@@ -193,8 +193,8 @@ func TestCookieIDHostileHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			header := http.Header{"Cookie": tt.cookies}
-			if got := cookieID(header, anonymousIDCookie); got != tt.want {
-				t.Errorf("cookieID = %q, want %q", got, tt.want)
+			if got := readVisitor(header).anonymousID; got != tt.want {
+				t.Errorf("readVisitor(...).anonymousID = %q, want %q", got, tt.want)
 			}
 			if got := hasCookie(header, anonymousIDCookie, unitID); got != (tt.want == unitID) {
 				t.Errorf("hasCookie = %v, want %v", got, tt.want == unitID)
