@@ -12,7 +12,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("segment", parseCaddyfile)
-	// After encode, the handler sees the body before Caddy compresses it,
+	// After encode, the handler receives the body before Caddy compresses it,
 	// and it still wraps handle, route, reverse_proxy and file_server.
 	httpcaddyfile.RegisterDirectiveOrder("segment", httpcaddyfile.After, "encode")
 }

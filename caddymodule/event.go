@@ -124,7 +124,7 @@ func newProperty(name, value string) property {
 	return property{name: name, value: value, placeholders: strings.ContainsRune(value, '{')}
 }
 
-// pageFacts is what an event says about the page that was viewed.
+// pageFacts is the part of an event that describes the page viewed.
 type pageFacts struct {
 	url      string
 	path     string

@@ -38,7 +38,7 @@ const (
 	maxPropertyNameBytes   = 64
 )
 
-// Handler sends a Segment event for each page view it sees: a GET whose
+// Handler sends a Segment event for each page view it serves: a GET whose
 // final response is an HTML page, from a reader that is not a bot, not a
 // prefetch, and that allowed tracking. It reads the reader's Segment
 // anonymous id from the `ajs_anonymous_id` cookie, or sets that cookie on
@@ -85,7 +85,7 @@ type Handler struct {
 	// Default: 365 days.
 	CookieMaxAge caddy.Duration `json:"cookie_max_age,omitempty"`
 
-	// How the id is written in a new `ajs_anonymous_id` cookie: `raw`
+	// The form of the id in a new `ajs_anonymous_id` cookie: `raw`
 	// (default), as analytics-next writes it, or `classic`, the URL-encoded
 	// JSON string (`%22<id>%22`) that the classic analytics.js library
 	// requires. Both forms are read whatever this is set to.
@@ -140,10 +140,10 @@ type Handler struct {
 	// cookie.
 	IgnoreGPC bool `json:"ignore_gpc,omitempty"`
 
-	// What the event carries as `context.ip`: `full` (default), the client
-	// IP as Caddy determines it (honouring `trusted_proxies`); `anonymize`,
-	// with the last octet of an IPv4 address and the last 80 bits of an
-	// IPv6 address zeroed; `omit`, no IP.
+	// The value of the event's `context.ip`. `full` (default) is the client
+	// IP as Caddy determines it, honouring `trusted_proxies`. `anonymize`
+	// zeroes the last octet of an IPv4 address and the last 80 bits of an
+	// IPv6 address. `omit` sends no IP.
 	IP string `json:"ip,omitempty"`
 
 	logger *zap.Logger
@@ -291,6 +291,7 @@ func (h *Handler) check() error {
 	if err := checkEndpoint(h.config.endpoint); err != nil {
 		return err
 	}
+
 	if h.BatchSize < 1 || h.BatchSize > maxBatchSize {
 		return fmt.Errorf("batch_size %d is out of range: use a number from 1 to %d, the most events Segment accepts in one request", h.BatchSize, maxBatchSize)
 	}
@@ -306,6 +307,7 @@ func (h *Handler) check() error {
 	if h.ShutdownTimeout < 0 {
 		return fmt.Errorf("shutdown_timeout %s is negative: use a positive duration such as 5s", time.Duration(h.ShutdownTimeout))
 	}
+
 	if err := checkCookieDomain(h.CookieDomain); err != nil {
 		return err
 	}
@@ -318,6 +320,7 @@ func (h *Handler) check() error {
 	if h.IP != ipFull && h.IP != ipAnonymize && h.IP != ipOmit {
 		return fmt.Errorf("ip %q is unknown: use full, anonymize or omit", h.IP)
 	}
+
 	if len(h.Properties) > maxProperties {
 		return fmt.Errorf("property is given %d times: use at most %d properties", len(h.Properties), maxProperties)
 	}
@@ -383,7 +386,8 @@ func checkCookieDomain(domain string) error {
 }
 
 // ServeHTTP passes the request on and, when the response turns out to be a
-// page view, queues its event. It never waits for Segment.
+// page view, queues its event. Queueing never blocks, so the request never
+// waits for Segment.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.GitBookInsights && isBeacon(r) {
 		h.inflight.Add(1)

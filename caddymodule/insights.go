@@ -268,7 +268,7 @@ const maxBeaconBytes = 64 << 10
 // maxBeaconPageViews caps the page views taken from one beacon. GitBook's
 // client sends its queued events after 1.5 seconds without a new one, on
 // leaving the page and at least once a minute, so a real beacon carries a
-// few page views; the cap stops one forged request from turning into many
+// few page views. The cap stops one forged request from turning into many
 // events.
 const maxBeaconPageViews = 20
 
@@ -289,7 +289,7 @@ func isBeacon(r *http.Request) bool {
 
 // serveBeacon turns each page_view event of a beacon into an event of
 // ours, then passes the request on. The upstream receives exactly the
-// bytes the browser sent, and its answer reaches the browser unchanged.
+// bytes the browser sent, and its response reaches the browser unchanged.
 // The body carries every readable cookie of the reader, so it is never
 // logged.
 func (h *Handler) serveBeacon(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {

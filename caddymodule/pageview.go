@@ -37,7 +37,7 @@ func mayBePageView(r *http.Request) bool {
 
 // isPageResponse reports whether a final response is a page: 200 with an
 // HTML Content-Type, or 304 (a revisit of a cached page) to a request that
-// asked for HTML. Assets are told apart by Content-Type, not by extension.
+// asked for HTML. Assets are recognised by Content-Type, not by extension.
 func isPageResponse(r *http.Request, status int, header http.Header) bool {
 	switch status {
 	case http.StatusOK:

@@ -78,7 +78,7 @@ func (rec *pageViewRecorder) WriteHeader(status int) {
 
 // Write passes the body on, showing it to the title scanner on the way. A
 // body written without WriteHeader gets its Content-Type sniffed first, as
-// net/http would, so the page-view decision sees it.
+// net/http would, so the page-view decision can use it.
 func (rec *pageViewRecorder) Write(p []byte) (int, error) {
 	if !rec.wroteHeader {
 		header := rec.Header()

@@ -35,8 +35,8 @@ func (t *batchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // split sends the events of an oversized batch in two requests, splitting
-// again where needed. The answer is the first failure, or the last
-// success. When the second half fails, analytics-go retries the whole
+// again where needed. It returns the first failed response, or the last
+// successful one. When the second half fails, analytics-go retries the whole
 // batch; Segment drops the repeated events by their messageId.
 func (t *batchTransport) split(req *http.Request) (*http.Response, error) {
 	body, err := io.ReadAll(req.Body)

@@ -294,7 +294,7 @@ func stripPort(host string) string {
 }
 
 // requestScheme returns the scheme of the reader's connection: https when
-// Caddy terminated TLS, or when a trusted proxy says so in
+// Caddy terminated TLS, or when a trusted proxy reports it in
 // X-Forwarded-Proto.
 func requestScheme(r *http.Request) string {
 	return schemeFor(r, isTrustedProxy(r))

@@ -32,8 +32,8 @@ const (
 	adminURL  = "http://localhost:4999"
 	siteHost  = "127.0.0.1:9280"
 	siteURL   = "http://" + siteHost
-	// beaconHost is the host of the GitBook site the beacons report on;
-	// beacon requests carry it as their Host, as a browser on that site
+	// beaconHost is the host of the GitBook site the beacons report on.
+	// Beacon requests carry it as their Host, as a browser on that site
 	// would.
 	beaconHost = "docs.example.com"
 )
@@ -250,7 +250,7 @@ func send(t *testing.T, req request) response {
 	for name, values := range req.header {
 		httpReq.Header[name] = slices.Clone(values)
 	}
-	// The site answers any host; a Host header in req names the one the
+	// The site serves any host. A Host header in req names the one the
 	// browser would send.
 	if host := httpReq.Header.Get("Host"); host != "" {
 		httpReq.Host = host
