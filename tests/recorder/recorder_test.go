@@ -33,7 +33,12 @@ type response struct {
 
 func startRecorder(t *testing.T) *recorder.Recorder {
 	t.Helper()
-	rec, err := recorder.Start(recorder.Options{WriteKey: testWriteKey})
+	return startRecorderWith(t, recorder.Options{WriteKey: testWriteKey})
+}
+
+func startRecorderWith(t *testing.T, opts recorder.Options) *recorder.Recorder {
+	t.Helper()
+	rec, err := recorder.Start(opts)
 	if err != nil {
 		t.Fatalf("Start failed: %v", err)
 	}
@@ -735,15 +740,18 @@ func TestEventRules(t *testing.T) {
 		},
 	}
 
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rec := startRecorder(t)
-			got := post(t, rec, batchBody(t, tt.event(t)), nil)
+	// A recorder that keeps only counts applies the same rules.
+	for _, countOnly := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/count_only=%v", tt.name, countOnly), func(t *testing.T) {
+				rec := startRecorderWith(t, recorder.Options{WriteKey: testWriteKey, CountOnly: countOnly})
+				got := post(t, rec, batchBody(t, tt.event(t)), nil)
 
-			if got.status != tt.wantStatus {
-				t.Fatalf("status = %d, expected %d; body %s", got.status, tt.wantStatus, got.body)
-			}
-		})
+				if got.status != tt.wantStatus {
+					t.Fatalf("status = %d, expected %d; body %s", got.status, tt.wantStatus, got.body)
+				}
+			})
+		}
 	}
 }
 
@@ -788,7 +796,15 @@ func withMessageID(event map[string]any, messageID string) map[string]any {
 }
 
 func TestDuplicateMessageIDs(t *testing.T) {
-	rec := startRecorder(t)
+	for _, countOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("count_only=%v", countOnly), func(t *testing.T) {
+			testDuplicateMessageIDs(t, recorder.Options{WriteKey: testWriteKey, CountOnly: countOnly})
+		})
+	}
+}
+
+func testDuplicateMessageIDs(t *testing.T, opts recorder.Options) {
+	rec := startRecorderWith(t, opts)
 
 	post(t, rec, batchBody(t, trackEvent("a", "id-a"), trackEvent("b", "id-b")), nil)
 	post(t, rec, batchBody(t,
@@ -807,6 +823,16 @@ func TestDuplicateMessageIDs(t *testing.T) {
 	}
 	if stats.Events != 9 {
 		t.Errorf("Stats.Events = %d, expected 9 (duplicates are still accepted)", stats.Events)
+	}
+	if stats.MaxEventsPerBatch != 7 {
+		t.Errorf("Stats.MaxEventsPerBatch = %d, expected 7", stats.MaxEventsPerBatch)
+	}
+	wantKept := 9
+	if opts.CountOnly {
+		wantKept = 0
+	}
+	if got := len(rec.Events()); got != wantKept {
+		t.Errorf("Events returned %d events, expected %d", got, wantKept)
 	}
 }
 

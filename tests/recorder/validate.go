@@ -104,52 +104,60 @@ func readBody(req *http.Request) rawBody {
 }
 
 // decodeBatch decodes and validates a batch request body. It returns the
-// batch's events, or an error naming the first rule the request breaks. The
-// error is a *statusError when its status is not 400.
-func decodeBatch(header http.Header, body rawBody) ([]Event, error) {
+// messageId of each of the batch's events ("" for none) and, with keep, the
+// events decoded in full; or an error naming the first rule the request
+// breaks. The error is a *statusError when its status is not 400.
+func decodeBatch(header http.Header, body rawBody, keep bool) ([]Event, []string, error) {
 	if body.err != nil {
-		return nil, fmt.Errorf("reading the request body failed: %v", body.err)
+		return nil, nil, fmt.Errorf("reading the request body failed: %v", body.err)
 	}
 
 	if err := checkContentType(header.Get("Content-Type")); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	compressed, err := parseContentEncoding(header.Get("Content-Encoding"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if body.tooLarge {
-		return nil, fmt.Errorf("request body is larger than the limit of %d bytes", MaxBodyBytes)
+		return nil, nil, fmt.Errorf("request body is larger than the limit of %d bytes", MaxBodyBytes)
 	}
 
 	data := body.data
 	if compressed {
 		data, err = gunzip(data)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if len(data) > MaxBodyBytes {
-		return nil, fmt.Errorf("request body is %d bytes, larger than the limit of %d bytes", len(data), MaxBodyBytes)
+		return nil, nil, fmt.Errorf("request body is %d bytes, larger than the limit of %d bytes", len(data), MaxBodyBytes)
 	}
 
 	items, err := decodeBatchArray(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(items) > MaxBatchEvents {
-		return nil, fmt.Errorf("batch has %d events, more than the limit of %d", len(items), MaxBatchEvents)
+		return nil, nil, fmt.Errorf("batch has %d events, more than the limit of %d", len(items), MaxBatchEvents)
 	}
 
-	events := make([]Event, 0, len(items))
-	for i, item := range items {
-		event, err := decodeEvent(item)
-		if err != nil {
-			return nil, fmt.Errorf("batch event %d: %w", i, err)
-		}
-		events = append(events, event)
+	var events []Event
+	if keep {
+		events = make([]Event, 0, len(items))
 	}
-	return events, nil
+	ids := make([]string, 0, len(items))
+	for i, item := range items {
+		event, id, err := decodeEvent(item, keep)
+		if err != nil {
+			return nil, nil, fmt.Errorf("batch event %d: %w", i, err)
+		}
+		if keep {
+			events = append(events, event)
+		}
+		ids = append(ids, id)
+	}
+	return events, ids, nil
 }
 
 // checkContentType rejects a body that is not declared as application/json
@@ -227,47 +235,73 @@ func decodeBatchArray(data []byte) ([]json.RawMessage, error) {
 	return items, nil
 }
 
-// decodeEvent checks one batch item against Segment's rules for a single call.
-func decodeEvent(raw json.RawMessage) (Event, error) {
+// decodeEvent checks one batch item against Segment's rules for a single
+// call, and returns its messageId ("" for none). The check decodes only the
+// item's top level; with keep, decodeEvent also returns the item decoded in
+// full.
+func decodeEvent(raw json.RawMessage, keep bool) (Event, string, error) {
 	if len(raw) > MaxEventBytes {
-		return nil, fmt.Errorf("event is %d bytes, larger than the limit of %d bytes", len(raw), MaxEventBytes)
+		return nil, "", fmt.Errorf("event is %d bytes, larger than the limit of %d bytes", len(raw), MaxEventBytes)
 	}
 
-	var event Event
-	if err := json.Unmarshal(raw, &event); err != nil || event == nil {
-		return nil, errors.New("event is not a JSON object")
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, "", errors.New("event is not a JSON object")
 	}
 
-	eventType, _ := event["type"].(string)
+	eventType, _ := stringField(fields, "type")
 	if eventType == "" {
-		return nil, errors.New(`event has no "type"`)
+		return nil, "", errors.New(`event has no "type"`)
 	}
 	if !eventTypes[eventType] {
-		return nil, fmt.Errorf(`event "type" %q is not one of identify, track, page, screen, group, alias`, eventType)
+		return nil, "", fmt.Errorf(`event "type" %q is not one of identify, track, page, screen, group, alias`, eventType)
 	}
 
-	if !hasString(event, "userId") && !hasString(event, "anonymousId") {
-		return nil, errors.New(`event has neither "userId" nor "anonymousId": send at least one as a non-empty string`)
+	if !hasString(fields, "userId") && !hasString(fields, "anonymousId") {
+		return nil, "", errors.New(`event has neither "userId" nor "anonymousId": send at least one as a non-empty string`)
 	}
-	if field := requiredFieldByType[eventType]; field != "" && !hasString(event, field) {
-		return nil, fmt.Errorf("%s event has no %q: send it as a non-empty string", eventType, field)
+	if field := requiredFieldByType[eventType]; field != "" && !hasString(fields, field) {
+		return nil, "", fmt.Errorf("%s event has no %q: send it as a non-empty string", eventType, field)
 	}
 
-	if value, present := event["messageId"]; present {
-		id, ok := value.(string)
-		if !ok {
-			return nil, errors.New(`event "messageId" is not a string`)
+	var id string
+	if _, present := fields["messageId"]; present {
+		var ok bool
+		if id, ok = stringField(fields, "messageId"); !ok {
+			return nil, "", errors.New(`event "messageId" is not a string`)
 		}
 		if length := utf8.RuneCountInString(id); length > MaxMessageIDChars {
-			return nil, fmt.Errorf(`event "messageId" is %d characters long: it must be under 100`, length)
+			return nil, "", fmt.Errorf(`event "messageId" is %d characters long: it must be under 100`, length)
 		}
 	}
-	return event, nil
+
+	if !keep {
+		return nil, id, nil
+	}
+	var event Event
+	if err := json.Unmarshal(raw, &event); err != nil {
+		return nil, "", errors.New("event is not a JSON object")
+	}
+	return event, id, nil
 }
 
-// hasString reports whether the event's field is a non-empty string.
-func hasString(event Event, field string) bool {
-	value, _ := event[field].(string)
+// stringField returns the value of a top-level field, and whether it is a
+// JSON string.
+func stringField(fields map[string]json.RawMessage, name string) (string, bool) {
+	raw, ok := fields[name]
+	if !ok || len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var value string
+	if err := json.Unmarshal(raw, &value); err != nil {
+		return "", false
+	}
+	return value, true
+}
+
+// hasString reports whether a top-level field is a non-empty string.
+func hasString(fields map[string]json.RawMessage, name string) bool {
+	value, _ := stringField(fields, name)
 	return value != ""
 }
 
