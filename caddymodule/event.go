@@ -124,33 +124,81 @@ func newProperty(name, value string) property {
 	return property{name: name, value: value, placeholders: strings.ContainsRune(value, '{')}
 }
 
-// pageFacts is the part of an event that describes the page viewed.
+// pageFacts is the part of an event that describes the page viewed, as
+// read. The URL, the path, the search and the campaign come from them
+// when the call is built.
 type pageFacts struct {
-	url      string
-	path     string
-	search   string
-	referrer string
-	title    string
-	campaign analytics.CampaignInfo
+	url        string // given for a beacon's page; otherwise scheme://host followed by requestURI
+	scheme     string
+	host       string
+	requestURI string // path and query, as in the request line
+	referrer   string
+	title      string
 }
 
-// fromPage builds the event of an HTML page view.
-func (b *eventBuilder) fromPage(r *http.Request, v visitor, title string, arrived time.Time) analytics.Message {
-	page := pageFactsOf(r)
-	page.title = title
+// event is a page view as the request path records it: the facts as read
+// from the request and the response, and the builder of the config that
+// served it. The sender's goroutine turns it into an analytics-go call with
+// message, so the reader's request does not pay for the call's context,
+// the field limits or the parsing of the client IP.
+type event struct {
+	builder        *eventBuilder
+	visitor        visitor
+	page           pageFacts
+	props          analytics.Properties
+	userAgent      string
+	acceptLanguage string
+	clientIP       string // as Caddy determined it; "" with ip omit
+	at             time.Time
+}
 
-	var props analytics.Properties
-	if b.isStatic {
-		props = b.static
-	} else {
-		props = b.properties(r)
+// fromPage records the event of an HTML page view.
+func (b *eventBuilder) fromPage(r *http.Request, headers *pageHeaders, o origin, v visitor, title string, at time.Time) *event {
+	e := b.newEvent(headers, o, v, at)
+	e.page = pageFacts{
+		scheme:     o.scheme,
+		host:       o.host,
+		requestURI: originalRequestURI(r),
+		referrer:   headers.referer,
+		title:      title,
 	}
-	return b.message(r, v, page, props, arrived)
+	if b.isStatic {
+		e.props = b.static
+	} else {
+		e.props = b.properties(r)
+	}
+	return e
 }
 
-// pageFactsOf reads the URL the reader saw: the original request before
-// any rewrite, with the scheme and host the reader used.
-func pageFactsOf(r *http.Request) pageFacts {
+// newEvent records the facts that every event takes from the request.
+func (b *eventBuilder) newEvent(headers *pageHeaders, o origin, v visitor, at time.Time) *event {
+	e := eventPool.Get().(*event)
+	*e = event{
+		builder:        b,
+		visitor:        v,
+		userAgent:      headers.userAgent,
+		acceptLanguage: headers.acceptLanguage,
+		at:             at,
+	}
+	if b.ipMode != ipOmit {
+		e.clientIP = o.clientIP
+	}
+	return e
+}
+
+// eventPool recycles events: the sender releases each one once it has
+// built its call.
+var eventPool = sync.Pool{New: func() any { return new(event) }}
+
+// release hands e back to the pool. e must not be used afterwards.
+func (e *event) release() {
+	*e = event{}
+	eventPool.Put(e)
+}
+
+// originalRequestURI returns the path and query the reader asked for:
+// those of the original request, before any rewrite.
+func originalRequestURI(r *http.Request) string {
 	requestURI, u := r.RequestURI, r.URL
 	if original, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
 		requestURI, u = original.RequestURI, original.URL
@@ -158,26 +206,7 @@ func pageFactsOf(r *http.Request) pageFacts {
 	if !strings.HasPrefix(requestURI, "/") && u != nil {
 		requestURI = u.RequestURI()
 	}
-	path, query, _ := strings.Cut(requestURI, "?")
-
-	host := r.Host
-	trusted := isTrustedProxy(r)
-	if trusted {
-		if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
-			host = forwarded
-		}
-	}
-
-	page := pageFacts{
-		url:      schemeFor(r, trusted) + "://" + host + requestURI,
-		path:     path,
-		referrer: headerValue(r.Header, "Referer"),
-	}
-	if query != "" {
-		page.search = "?" + query
-		page.campaign = campaignOf(query)
-	}
-	return page
+	return requestURI
 }
 
 // campaignOf reads the utm_ parameters of a query string into a campaign.
@@ -226,7 +255,7 @@ func (b *eventBuilder) properties(r *http.Request) analytics.Properties {
 
 // trackMessage and pageMessage put a call and its context in one
 // allocation. The call's Context points into the same struct, and the
-// sender enqueues a pointer to the call, which analytics-go dereferences.
+// sender hands analytics-go a pointer to the call, which it dereferences.
 type trackMessage struct {
 	track   analytics.Track
 	context analytics.Context
@@ -237,50 +266,63 @@ type pageMessage struct {
 	context analytics.Context
 }
 
-// message assembles a track or page call from the page facts. It returns
-// a *analytics.Track or a *analytics.Page.
-func (b *eventBuilder) message(r *http.Request, v visitor, page pageFacts, props analytics.Properties, at time.Time) analytics.Message {
+// message assembles the event's track or page call, with every field cut
+// to its limit. It returns a *analytics.Track or a *analytics.Page.
+func (e *event) message() analytics.Message {
+	b, page := e.builder, &e.page
+	pageURL := page.url
+	if pageURL == "" {
+		pageURL = page.scheme + "://" + page.host + page.requestURI
+	}
+	path, query, _ := strings.Cut(page.requestURI, "?")
+	var search string
+	var campaign analytics.CampaignInfo
+	if query != "" {
+		search = "?" + query
+		campaign = campaignOf(query)
+	}
+
 	ctx := analytics.Context{
 		Library: b.library,
 		Page: analytics.PageInfo{
-			URL:      cutField(page.url, maxURLBytes, "url"),
-			Path:     cutField(page.path, maxPathBytes, "path"),
-			Search:   cutField(page.search, maxSearchBytes, "search"),
+			URL:      cutField(pageURL, maxURLBytes, "url"),
+			Path:     cutField(path, maxPathBytes, "path"),
+			Search:   cutField(search, maxSearchBytes, "search"),
 			Referrer: cutField(page.referrer, maxReferrerBytes, "referrer"),
 			Title:    cutField(page.title, maxTitleBytes, "title"),
 		},
 		Campaign: analytics.CampaignInfo{
-			Name:    cutField(page.campaign.Name, maxCampaignBytes, "campaign"),
-			Source:  cutField(page.campaign.Source, maxCampaignBytes, "campaign"),
-			Medium:  cutField(page.campaign.Medium, maxCampaignBytes, "campaign"),
-			Term:    cutField(page.campaign.Term, maxCampaignBytes, "campaign"),
-			Content: cutField(page.campaign.Content, maxCampaignBytes, "campaign"),
+			Name:    cutField(campaign.Name, maxCampaignBytes, "campaign"),
+			Source:  cutField(campaign.Source, maxCampaignBytes, "campaign"),
+			Medium:  cutField(campaign.Medium, maxCampaignBytes, "campaign"),
+			Term:    cutField(campaign.Term, maxCampaignBytes, "campaign"),
+			Content: cutField(campaign.Content, maxCampaignBytes, "campaign"),
 		},
-		IP:        b.clientIP(r),
-		UserAgent: cutField(headerValue(r.Header, "User-Agent"), maxUserAgentBytes, "user_agent"),
-		Locale:    localeOf(headerValue(r.Header, "Accept-Language")),
+		IP:        b.clientIP(e.clientIP),
+		UserAgent: cutField(e.userAgent, maxUserAgentBytes, "user_agent"),
+		Locale:    localeOf(e.acceptLanguage),
 	}
 
 	if b.call == callPage {
 		m := &pageMessage{context: ctx}
 		m.page = analytics.Page{
-			AnonymousId: v.anonymousID,
-			UserId:      v.userID,
+			AnonymousId: e.visitor.anonymousID,
+			UserId:      e.visitor.userID,
 			Name:        ctx.Page.Title,
-			Timestamp:   at,
+			Timestamp:   e.at,
 			Context:     &m.context,
-			Properties:  pageProperties(ctx.Page, props),
+			Properties:  pageProperties(ctx.Page, e.props),
 		}
 		return &m.page
 	}
 	m := &trackMessage{context: ctx}
 	m.track = analytics.Track{
-		AnonymousId: v.anonymousID,
-		UserId:      v.userID,
+		AnonymousId: e.visitor.anonymousID,
+		UserId:      e.visitor.userID,
 		Event:       b.event,
-		Timestamp:   at,
+		Timestamp:   e.at,
 		Context:     &m.context,
-		Properties:  props,
+		Properties:  e.props,
 	}
 	return &m.track
 }
@@ -300,13 +342,13 @@ func pageProperties(page analytics.PageInfo, props analytics.Properties) analyti
 	return merged
 }
 
-// clientIP returns the reader's IP as Caddy determined it, honouring
-// trusted_proxies, after the configured anonymisation; nil for omit.
-func (b *eventBuilder) clientIP(r *http.Request) net.IP {
+// clientIP parses the reader's IP as Caddy determined it, honouring
+// trusted_proxies, and applies the configured anonymisation. It returns
+// nil for omit and for an address that does not parse.
+func (b *eventBuilder) clientIP(address string) net.IP {
 	if b.ipMode == ipOmit {
 		return nil
 	}
-	address, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	ip, err := netip.ParseAddr(address)
 	if err != nil {
 		return nil

@@ -155,6 +155,7 @@ type Handler struct {
 	config   senderConfig
 	builder  eventBuilder
 	cookie   *cookieSetter
+	titles   *titleCache
 }
 
 // ConsentCookie is a cookie whose value grants consent to tracking.
@@ -204,12 +205,14 @@ func (h *Handler) prepare() error {
 
 	h.inflight = new(atomic.Int64)
 	h.builder = newEventBuilder(h)
+	h.titles = newTitleCache()
 	h.cookie = &cookieSetter{
 		domain:   h.CookieDomain,
 		maxAge:   time.Duration(h.CookieMaxAge),
 		classic:  h.CookieFormat == cookieFormatClassic,
 		logger:   h.logger,
 		warnings: &sync.Map{},
+		domains:  newBoundedCache[string](domainCacheSize),
 	}
 	return nil
 }
@@ -400,7 +403,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.inflight.Add(1)
 	defer h.inflight.Add(-1)
 
-	arrived := time.Now()
 	rec := newPageViewRecorder(h, w, r)
 	defer rec.release()
 
@@ -412,36 +414,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	pageViews.Inc()
-	h.sender.enqueue(h.builder.fromPage(r, rec.visitor, rec.Title(), arrived))
+	h.sender.enqueue(h.builder.fromPage(r, &rec.headers, rec.origin, rec.visitor, rec.Title(), rec.at))
 	return nil
 }
 
-// preparePageView is called at WriteHeader of an HTML response. It returns
-// false when the request is not one to track, and otherwise reads the
-// reader's identity into v, giving a new reader an id and its cookie.
-func (h *Handler) preparePageView(r *http.Request, header http.Header, v *visitor) bool {
-	if reason := h.skipReason(r); reason != "" {
+// preparePageView is called at WriteHeader of an HTML response. It
+// returns false when the request is not one to track. Otherwise it records
+// in rec when the page view happened, where the request came from and who
+// the reader is, giving a new reader an id and its cookie.
+func (h *Handler) preparePageView(rec *pageViewRecorder, header http.Header) bool {
+	r := rec.request
+	rec.headers = readPageHeaders(r.Header)
+	if reason := h.skipReason(&rec.headers); reason != "" {
 		countSkip(reason)
 		return false
 	}
 
-	*v = readVisitor(r.Header)
-	if v.anonymousID != "" {
+	// The clock is read only here, so that assets never pay for it.
+	rec.at = time.Now()
+	rec.origin = originOf(r)
+	rec.visitor = readVisitor(rec.headers.cookies)
+	if rec.visitor.anonymousID != "" {
 		return true
 	}
 
 	// An upstream that sets the cookie itself wins, so the reader gets one
 	// id and not two.
 	if id, set := upstreamID(header); set {
-		v.anonymousID = id
+		rec.visitor.anonymousID = id
 		if id == "" {
-			v.anonymousID = newAnonymousID()
+			rec.visitor.anonymousID = newAnonymousID()
 		}
 		return true
 	}
 
-	v.anonymousID = newAnonymousID()
-	h.cookie.setCookie(header, r, v.anonymousID)
+	rec.visitor.anonymousID = h.cookie.setNewID(header, rec.origin, rec.at)
 	return true
 }
 

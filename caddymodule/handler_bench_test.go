@@ -41,11 +41,15 @@ const (
 	benchUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 )
 
-// Content-Type values are assigned as shared slices, so the next handler
+// Header values are assigned as shared slices, so the next handler
 // allocates nothing and the baseline stays the writer's cost alone.
 var (
 	benchHTMLType = []string{"text/html; charset=utf-8"}
 	benchCSSType  = []string{"text/css; charset=utf-8"}
+
+	// file_server's validators for a file of 560 bytes.
+	benchETag         = []string{`"sbbk1vfk"`}
+	benchLastModified = []string{"Tue, 01 Dec 2026 09:12:44 GMT"}
 )
 
 var benchPage = []byte(`<!DOCTYPE html>
@@ -81,10 +85,16 @@ func (w *benchWriter) WriteHeader(status int)      { w.status = status }
 func (w *benchWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 // benchNext returns a next handler that writes body with contentType
-// through WriteHeader and Write, as file_server does.
-func benchNext(contentType []string, body []byte) caddyhttp.Handler {
+// through WriteHeader and Write. With validators, it sends an ETag and a
+// Last-Modified date, as file_server does.
+func benchNext(contentType []string, body []byte, validators bool) caddyhttp.Handler {
 	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		w.Header()["Content-Type"] = contentType
+		header := w.Header()
+		header["Content-Type"] = contentType
+		if validators {
+			header["Etag"] = benchETag
+			header["Last-Modified"] = benchLastModified
+		}
 		w.WriteHeader(http.StatusOK)
 		_, err := w.Write(body)
 		return err
@@ -115,13 +125,14 @@ func benchRequest(path string, withCookie bool) *http.Request {
 }
 
 // benchDiscardingSender returns a sender whose queue a goroutine empties,
-// counting and discarding each message. Its enqueue is the production
-// code; only the delivery behind the queue is missing.
+// counting and discarding each event. Its enqueue is the production code;
+// the delivery behind the queue, from the build of the event's call on,
+// is missing. BenchmarkEventMessage measures that build.
 func benchDiscardingSender(b *testing.B) (*sender, *atomic.Int64) {
 	s := &sender{
 		config: senderConfig{queueSize: benchQueueSize},
 		logger: zap.NewNop(),
-		queue:  make(chan analytics.Message, benchQueueSize),
+		queue:  make(chan *event, benchQueueSize),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -130,7 +141,8 @@ func benchDiscardingSender(b *testing.B) (*sender, *atomic.Int64) {
 		defer close(s.done)
 		for {
 			select {
-			case <-s.queue:
+			case e := <-s.queue:
+				e.release()
 				discarded.Add(1)
 			case <-s.stop:
 				return
@@ -224,23 +236,36 @@ func benchWaitDiscarded(b *testing.B, discarded *atomic.Int64, n int64, wantPage
 	}
 }
 
+// The page-view benchmarks serve the page with file_server's validators,
+// so from the second request on its title comes from the title cache. The
+// Scanned ones serve it without validators, as an upstream may, so the
+// title is read from the body every time.
+
 func BenchmarkPageViewReturningReader(b *testing.B) {
-	benchServe(b, benchRequest("/guide/install.html", true), benchNext(benchHTMLType, benchPage), true, false)
+	benchServe(b, benchRequest("/guide/install.html", true), benchNext(benchHTMLType, benchPage, true), true, false)
 }
 
 func BenchmarkPageViewNewReader(b *testing.B) {
-	benchServe(b, benchRequest("/guide/install.html", false), benchNext(benchHTMLType, benchPage), true, true)
+	benchServe(b, benchRequest("/guide/install.html", false), benchNext(benchHTMLType, benchPage, true), true, true)
+}
+
+func BenchmarkPageViewReturningReaderScanned(b *testing.B) {
+	benchServe(b, benchRequest("/guide/install.html", true), benchNext(benchHTMLType, benchPage, false), true, false)
+}
+
+func BenchmarkPageViewNewReaderScanned(b *testing.B) {
+	benchServe(b, benchRequest("/guide/install.html", false), benchNext(benchHTMLType, benchPage, false), true, true)
 }
 
 func BenchmarkAsset(b *testing.B) {
-	benchServe(b, benchRequest("/assets/style.css", true), benchNext(benchCSSType, benchCSS), false, false)
+	benchServe(b, benchRequest("/assets/style.css", true), benchNext(benchCSSType, benchCSS, true), false, false)
 }
 
 // BenchmarkBaselineNext runs the next handler of BenchmarkPageViewReturningReader
 // alone, with the same writer and request.
 func BenchmarkBaselineNext(b *testing.B) {
 	r := benchRequest("/guide/install.html", true)
-	next := benchNext(benchHTMLType, benchPage)
+	next := benchNext(benchHTMLType, benchPage, true)
 	w := &benchWriter{header: http.Header{}}
 
 	b.ReportAllocs()
@@ -249,6 +274,29 @@ func BenchmarkBaselineNext(b *testing.B) {
 			b.Fatalf("next handler failed: %v", err)
 		}
 		delete(w.header, "Set-Cookie")
+	}
+}
+
+// benchMessage keeps the calls that BenchmarkEventMessage builds, so that
+// the compiler cannot leave out their construction.
+var benchMessage analytics.Message
+
+// BenchmarkEventMessage measures the build of a page view's analytics-go
+// call from its event: the first step of the delivery, which the sender's
+// goroutine takes before it hands the call to analytics-go.
+func BenchmarkEventMessage(b *testing.B) {
+	h := &Handler{WriteKey: benchWriteKey, Endpoint: "http://127.0.0.1:1"}
+	if err := h.setDefaults(); err != nil {
+		b.Fatalf("setDefaults failed: %v", err)
+	}
+	builder := newEventBuilder(h)
+	r := benchRequest("/guide/install.html", true)
+	headers := readPageHeaders(r.Header)
+	e := builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), "Install | Guide | Acme Docs", time.Now())
+
+	b.ReportAllocs()
+	for b.Loop() {
+		benchMessage = e.message()
 	}
 }
 
@@ -300,7 +348,8 @@ func benchDeliver(b *testing.B, endpoint string, received func() int64) {
 	}
 	builder := newEventBuilder(h)
 	r := benchRequest("/guide/install.html", true)
-	msg := builder.fromPage(r, readVisitor(r.Header), "Install | Guide | Acme Docs", time.Now())
+	headers := readPageHeaders(r.Header)
+	msg := builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), "Install | Guide | Acme Docs", time.Now())
 
 	cfg := h.config
 	cfg.queueSize = max(b.N, 1)

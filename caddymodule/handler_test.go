@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/segmentio/analytics-go/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -260,7 +259,7 @@ func TestHandlerJSONFieldNames(t *testing.T) {
 type unitServer struct {
 	*httptest.Server
 	handler *Handler
-	queue   chan analytics.Message
+	queue   chan *event
 	served  chan error
 	logs    *observer.ObservedLogs
 }
@@ -283,7 +282,7 @@ func unitProvision(t *testing.T, config Handler) (*Handler, *observer.ObservedLo
 func newUnitServer(t *testing.T, config Handler, next caddyhttp.HandlerFunc) *unitServer {
 	t.Helper()
 	h, logs := unitProvision(t, config)
-	queue := make(chan analytics.Message, 16)
+	queue := make(chan *event, 16)
 	h.sender = &sender{logger: h.logger, queue: queue, config: h.config}
 
 	s := &unitServer{handler: h, queue: queue, served: make(chan error, 16), logs: logs}
@@ -334,8 +333,8 @@ func (s *unitServer) do(t *testing.T, method, path string, header http.Header) (
 }
 
 // events returns the events queued so far.
-func (s *unitServer) events() []analytics.Message {
-	var events []analytics.Message
+func (s *unitServer) events() []*event {
+	var events []*event
 	for {
 		select {
 		case msg := <-s.queue:

@@ -318,7 +318,8 @@ func (h *Handler) trackBeacon(header http.Header, r *http.Request, body []byte) 
 	for range stale {
 		countSkip(skipBeaconStale)
 	}
-	views = keepOwnPages(views, requestHost(r))
+	o := originOf(r)
+	views = keepOwnPages(views, o.hostname())
 	if len(views) > maxBeaconPageViews {
 		for range views[maxBeaconPageViews:] {
 			countSkip(skipBeaconOverflow)
@@ -329,7 +330,8 @@ func (h *Handler) trackBeacon(header http.Header, r *http.Request, body []byte) 
 		return
 	}
 
-	if reason := h.skipReason(r); reason != "" {
+	headers := readPageHeaders(r.Header)
+	if reason := h.skipReason(&headers); reason != "" {
 		for range views {
 			countSkip(reason)
 		}
@@ -338,16 +340,15 @@ func (h *Handler) trackBeacon(header http.Header, r *http.Request, body []byte) 
 
 	// A reader without a cookie gets one on the beacon's response, so the
 	// page views of one reader share an id.
-	v := readVisitor(r.Header)
+	v := readVisitor(headers.cookies)
 	if v.anonymousID == "" {
-		v.anonymousID = newAnonymousID()
-		h.cookie.setCookie(header, r, v.anonymousID)
+		v.anonymousID = h.cookie.setNewID(header, o, time.Now())
 	}
 
 	siteID := cutField(r.URL.Query().Get("s"), maxCampaignBytes, "property")
 	for _, view := range views {
 		pageViews.Inc()
-		h.sender.enqueue(h.builder.fromBeacon(r, v, view, siteID))
+		h.sender.enqueue(h.builder.fromBeacon(r, &headers, o, v, view, siteID))
 	}
 }
 
@@ -367,32 +368,32 @@ func keepOwnPages(views []beaconPageView, host string) []beaconPageView {
 	return kept
 }
 
-// fromBeacon builds the event of a page view that GitBook's beacon
+// fromBeacon records the event of a page view that GitBook's beacon
 // reported. The page is the one in the beacon, not the beacon's own URL.
-func (b *eventBuilder) fromBeacon(r *http.Request, v visitor, view beaconPageView, siteID string) analytics.Message {
-	page := pageFacts{url: view.URL, referrer: view.Referrer}
+func (b *eventBuilder) fromBeacon(r *http.Request, headers *pageHeaders, o origin, v visitor, view beaconPageView, siteID string) *event {
+	e := b.newEvent(headers, o, v, view.Timestamp)
+	e.page = pageFacts{url: view.URL, referrer: view.Referrer}
 	if u, err := url.Parse(view.URL); err == nil {
-		page.path = u.EscapedPath()
+		e.page.requestURI = u.EscapedPath()
 		if u.RawQuery != "" {
-			page.search = "?" + u.RawQuery
-			page.campaign = campaignOf(u.RawQuery)
+			e.page.requestURI += "?" + u.RawQuery
 		}
 	}
 
-	props := b.properties(r)
-	if props == nil {
-		props = make(analytics.Properties, 3)
+	e.props = b.properties(r)
+	if e.props == nil {
+		e.props = make(analytics.Properties, 3)
 	}
 	if view.SpaceID != "" {
-		props["spaceId"] = view.SpaceID
+		e.props["spaceId"] = view.SpaceID
 	}
 	if view.PageID != "" {
-		props["pageId"] = view.PageID
+		e.props["pageId"] = view.PageID
 	}
 	if siteID != "" {
-		props["siteId"] = siteID
+		e.props["siteId"] = siteID
 	}
-	return b.message(r, v, page, props, view.Timestamp)
+	return e
 }
 
 // prefixedBody replays the bytes already read from a request body, then

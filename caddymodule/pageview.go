@@ -3,8 +3,6 @@ package caddymodule
 import (
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/x-way/crawlerdetect"
 )
@@ -70,25 +68,55 @@ func asksForHTML(r *http.Request) bool {
 	return false
 }
 
+// pageHeaders holds the request headers that the page-view rules and the
+// event read, each looked up once.
+type pageHeaders struct {
+	secPurpose     string
+	purpose        string
+	xMoz           string
+	rsc            string
+	secGPC         string
+	userAgent      string
+	acceptLanguage string
+	referer        string
+	cookies        []string // every Cookie line
+}
+
+// readPageHeaders takes the first value of each header but Cookie, whose
+// lines it takes all.
+func readPageHeaders(header http.Header) pageHeaders {
+	return pageHeaders{
+		secPurpose:     headerValue(header, "Sec-Purpose"),
+		purpose:        headerValue(header, "Purpose"),
+		xMoz:           headerValue(header, "X-Moz"),
+		rsc:            headerValue(header, "Rsc"),
+		secGPC:         headerValue(header, "Sec-Gpc"),
+		userAgent:      headerValue(header, "User-Agent"),
+		acceptLanguage: headerValue(header, "Accept-Language"),
+		referer:        headerValue(header, "Referer"),
+		cookies:        header["Cookie"],
+	}
+}
+
 // skipReason returns why the request behind an HTML response is not a page
 // view to track, or "" when it is one. A skipped request gets no event and
 // no cookie.
-func (h *Handler) skipReason(r *http.Request) string {
-	if isPrefetch(r.Header) {
+func (h *Handler) skipReason(headers *pageHeaders) string {
+	if headers.isPrefetch() {
 		return skipPrefetch
 	}
 	// Next.js app-router navigations and full prefetches carry the same
 	// headers, so a React Server Component request never counts.
-	if headerValue(r.Header, "Rsc") == "1" {
+	if headers.rsc == "1" {
 		return skipRSC
 	}
-	if !h.IgnoreGPC && strings.TrimSpace(headerValue(r.Header, "Sec-Gpc")) == "1" {
+	if !h.IgnoreGPC && strings.TrimSpace(headers.secGPC) == "1" {
 		return skipGPC
 	}
-	if len(h.ConsentCookies) > 0 && !h.hasConsent(r.Header) {
+	if len(h.ConsentCookies) > 0 && !h.hasConsent(headers.cookies) {
 		return skipConsent
 	}
-	if !h.TrackBots && isBot(headerValue(r.Header, "User-Agent")) {
+	if !h.TrackBots && isBot(headers.userAgent) {
 		return skipBot
 	}
 	return ""
@@ -97,23 +125,24 @@ func (h *Handler) skipReason(r *http.Request) string {
 // isPrefetch reports whether the browser fetches the page ahead of a
 // possible visit: Sec-Purpose (Chromium, also for prerender), the legacy
 // Purpose header, or Firefox's X-Moz.
-func isPrefetch(header http.Header) bool {
-	return hasPrefixFold(headerValue(header, "Sec-Purpose"), "prefetch") ||
-		hasPrefixFold(headerValue(header, "Purpose"), "prefetch") ||
-		strings.EqualFold(strings.TrimSpace(headerValue(header, "X-Moz")), "prefetch")
+func (h *pageHeaders) isPrefetch() bool {
+	return hasPrefixFold(h.secPurpose, "prefetch") ||
+		hasPrefixFold(h.purpose, "prefetch") ||
+		strings.EqualFold(strings.TrimSpace(h.xMoz), "prefetch")
 }
 
-func (h *Handler) hasConsent(header http.Header) bool {
+// hasConsent reports whether the Cookie lines hold one of the consent
+// cookies with its value.
+func (h *Handler) hasConsent(cookies []string) bool {
 	for _, c := range h.ConsentCookies {
-		if hasCookie(header, c.Name, c.Value) {
+		if hasCookie(cookies, c.Name, c.Value) {
 			return true
 		}
 	}
 	return false
 }
 
-// botCacheSize bounds the number of cached User-Agent verdicts. The cache
-// is emptied when it fills.
+// botCacheSize bounds the number of cached User-Agent verdicts.
 const botCacheSize = 4096
 
 // maxBotCheckBytes bounds the part of a User-Agent that is checked and
@@ -125,10 +154,8 @@ const botCacheSize = 4096
 // User-Agent is not recognised.
 const maxBotCheckBytes = 512
 
-var (
-	botCache      sync.Map // User-Agent → bool
-	botCacheCount atomic.Int64
-)
+// botVerdicts caches whether a User-Agent belongs to a bot.
+var botVerdicts = newBoundedCache[bool](botCacheSize)
 
 // isBot reports whether a User-Agent is missing or belongs to a crawler.
 // crawlerdetect runs many regular expressions, so verdicts are cached.
@@ -139,16 +166,12 @@ func isBot(userAgent string) bool {
 	if len(userAgent) > maxBotCheckBytes {
 		userAgent = userAgent[:maxBotCheckBytes]
 	}
-	if verdict, ok := botCache.Load(userAgent); ok {
-		return verdict.(bool)
+	if verdict, ok := botVerdicts.get(userAgent); ok {
+		return verdict
 	}
 
 	verdict := crawlerdetect.IsCrawler(userAgent)
-	if botCacheCount.Add(1) > botCacheSize {
-		botCache.Clear()
-		botCacheCount.Store(1)
-	}
-	botCache.Store(userAgent, verdict)
+	botVerdicts.put(userAgent, verdict)
 	return verdict
 }
 

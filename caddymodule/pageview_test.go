@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -143,7 +144,7 @@ func TestSkipReason(t *testing.T) {
 			for name, value := range tt.header {
 				r.Header.Set(name, value)
 			}
-			if got := tt.handler.skipReason(r); got != tt.want {
+			if got := tt.handler.skipReason(unitHeaders(r)); got != tt.want {
 				t.Errorf("skipReason = %q, want %q", got, tt.want)
 			}
 		})
@@ -160,10 +161,10 @@ func TestIsBotLongUserAgent(t *testing.T) {
 	if isBot(longBrowser) {
 		t.Errorf("isBot(Chrome + 64 KB) = true, want false")
 	}
-	if _, cached := botCache.Load(long); cached {
+	if _, cached := botVerdicts.get(long); cached {
 		t.Errorf("a User-Agent of %d bytes was cached whole, want only its first %d bytes as the key", len(long), maxBotCheckBytes)
 	}
-	if _, cached := botCache.Load(long[:maxBotCheckBytes]); !cached {
+	if _, cached := botVerdicts.get(long[:maxBotCheckBytes]); !cached {
 		t.Errorf("the first %d bytes of a long User-Agent are not cached", maxBotCheckBytes)
 	}
 }
@@ -177,7 +178,41 @@ func TestIsBotCachedVerdict(t *testing.T) {
 			t.Errorf("isBot(Chrome) = true, want false")
 		}
 	}
-	if verdict, ok := botCache.Load(unitGooglebotUA); !ok || verdict != true {
+	if verdict, ok := botVerdicts.get(unitGooglebotUA); !ok || verdict != true {
 		t.Errorf("cached verdict for Googlebot = %v, %v; want true, true", verdict, ok)
+	}
+}
+
+func TestReadPageHeaders(t *testing.T) {
+	header := http.Header{
+		"Sec-Purpose":     {"prefetch;prerender", "second"},
+		"Purpose":         {"prefetch"},
+		"X-Moz":           {"prefetch"},
+		"Rsc":             {"1"},
+		"Sec-Gpc":         {"1"},
+		"User-Agent":      {unitChromeUA},
+		"Accept-Language": {"de-CH,de;q=0.9"},
+		"Referer":         {"https://www.example.com/"},
+		"Cookie":          {"a=1", "ajs_anonymous_id=" + unitID},
+		"Accept":          {"text/html"},
+		"Dnt":             {},
+	}
+	got := readPageHeaders(header)
+	want := pageHeaders{
+		secPurpose:     "prefetch;prerender",
+		purpose:        "prefetch",
+		xMoz:           "prefetch",
+		rsc:            "1",
+		secGPC:         "1",
+		userAgent:      unitChromeUA,
+		acceptLanguage: "de-CH,de;q=0.9",
+		referer:        "https://www.example.com/",
+		cookies:        []string{"a=1", "ajs_anonymous_id=" + unitID},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("readPageHeaders = %+v, want %+v", got, want)
+	}
+	if empty := readPageHeaders(http.Header{"User-Agent": {}}); !reflect.DeepEqual(empty, pageHeaders{}) {
+		t.Errorf("readPageHeaders of an empty value list = %+v, want nothing", empty)
 	}
 }

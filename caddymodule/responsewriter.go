@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -21,6 +22,11 @@ type pageViewRecorder struct {
 	pageView    bool
 	scanTitle   bool
 	visitor     visitor
+	titleKey    uint64 // the title's key in the handler's title cache, 0 for none
+	knownTitle  string // the title from the cache
+	headers     pageHeaders
+	origin      origin
+	at          time.Time // when the page response's header was written
 	title       titleScanner
 }
 
@@ -50,6 +56,11 @@ func (rec *pageViewRecorder) release() {
 		rec.scanTitle = false
 	}
 	rec.visitor = visitor{}
+	rec.titleKey = 0
+	rec.knownTitle = ""
+	rec.headers = pageHeaders{}
+	rec.origin = origin{}
+	rec.at = time.Time{}
 	recorderPool.Put(rec)
 }
 
@@ -65,12 +76,19 @@ func (rec *pageViewRecorder) WriteHeader(status int) {
 
 	header := rec.Header()
 	if isPageResponse(rec.request, status, header) {
-		rec.pageView = rec.handler.preparePageView(rec.request, header, &rec.visitor)
+		rec.pageView = rec.handler.preparePageView(rec, header)
 		// With gitbook_insights the beacon reports the page, so no title
-		// is needed from the body.
-		if rec.pageView && status == http.StatusOK && !rec.handler.GitBookInsights {
-			rec.scanTitle = true
-			rec.title.reset(headerValue(header, "Content-Encoding"))
+		// is needed from the body. A page served again unchanged has its
+		// title in the cache, and its body passes through unscanned.
+		if rec.pageView && !rec.handler.GitBookInsights {
+			titles := rec.handler.titles
+			rec.titleKey = titles.key(rec.request, header)
+			if title, ok := titles.get(rec.titleKey); ok {
+				rec.knownTitle = title
+			} else if status == http.StatusOK {
+				rec.scanTitle = true
+				rec.title.reset(headerValue(header, "Content-Encoding"))
+			}
 		}
 	}
 	rec.ResponseWriter.WriteHeader(status)
@@ -105,9 +123,13 @@ func (rec *pageViewRecorder) ReadFrom(r io.Reader) (int64, error) {
 // Title returns the page title found in the body, or "".
 func (rec *pageViewRecorder) Title() string {
 	if !rec.scanTitle {
-		return ""
+		return rec.knownTitle
 	}
-	return rec.title.Title()
+	title := rec.title.Title()
+	if rec.title.complete() {
+		rec.handler.titles.put(rec.titleKey, title)
+	}
+	return title
 }
 
 // writerOnly hides ReadFrom so that io.Copy calls Write.

@@ -420,3 +420,80 @@ func TestPageViewRecorderRelease(t *testing.T) {
 		t.Errorf("Title() = %q before any response, want empty", next.Title())
 	}
 }
+
+func TestPageViewRecorderTitleCache(t *testing.T) {
+	h, _ := unitProvision(t, Handler{WriteKey: unitWriteKey})
+	cookie := http.Header{"Cookie": {"ajs_anonymous_id=" + unitID}}
+
+	// serve sends body for path with the validators in validators, through
+	// ReadFrom as file_server does, and returns the event's title, whether
+	// the body was scanned, and whether it went to the underlying ReadFrom.
+	serve := func(path string, status int, validators http.Header, body string) (title string, scanned, readFrom bool) {
+		t.Helper()
+		w := &unitReaderFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+		r := unitBrowserRequest(cookie)
+		r.URL.Path = path
+		rec := newPageViewRecorder(h, w, r)
+		defer rec.release()
+
+		rec.Header().Set("Content-Type", "text/html")
+		for name, values := range validators {
+			rec.Header()[name] = values
+		}
+		rec.WriteHeader(status)
+		if status == http.StatusOK {
+			_, _ = rec.ReadFrom(strings.NewReader(body))
+			if w.Body.String() != body {
+				t.Errorf("%s: body = %q, want it passed on unchanged", path, w.Body.String())
+			}
+		}
+		if !rec.pageView {
+			t.Fatalf("%s: not a page view", path)
+		}
+		return rec.Title(), rec.scanTitle, w.readFromCalls > 0
+	}
+	page := func(title string) string {
+		return "<!DOCTYPE html><html><head><title>" + title + "</title></head><body>Hello</body></html>"
+	}
+	etag := func(value string) http.Header { return http.Header{"Etag": {value}} }
+
+	tests := []struct {
+		name        string
+		path        string
+		status      int
+		validators  http.Header
+		body        string
+		wantTitle   string
+		wantScanned bool
+	}{
+		{"first view is scanned", "/a", http.StatusOK, etag(`"v1"`), page("First"), "First", true},
+		{"same page and ETag comes from the cache", "/a", http.StatusOK, etag(`"v1"`), page("First"), "First", false},
+		{"revalidation gets the cached title", "/a", http.StatusNotModified, etag(`"v1"`), "", "First", false},
+		{"new ETag is scanned", "/a", http.StatusOK, etag(`"v2"`), page("Second"), "Second", true},
+		{"new ETag is cached", "/a", http.StatusOK, etag(`"v2"`), page("Second"), "Second", false},
+		{"other path with the same ETag is scanned", "/b", http.StatusOK, etag(`"v1"`), page("Other"), "Other", true},
+		{"no validator is scanned", "/c", http.StatusOK, nil, page("Plain"), "Plain", true},
+		{"no validator is scanned every time", "/c", http.StatusOK, nil, page("Plain"), "Plain", true},
+		{"revalidation without validator has no title", "/c", http.StatusNotModified, nil, "", "", false},
+		{"Last-Modified is a validator", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", true},
+		{"Last-Modified is cached", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", false},
+		{"unclosed title is not cached", "/e", http.StatusOK, etag(`"v1"`), "<html><head><title>Cut sho", "Cut sho", true},
+		{"unclosed title is scanned again", "/e", http.StatusOK, etag(`"v1"`), "<html><head><title>Cut short</title>", "Cut short", true},
+		{"page without title is not cached", "/f", http.StatusOK, etag(`"v1"`), "<html><body>No title</body></html>", "", true},
+		{"page without title is scanned again", "/f", http.StatusOK, etag(`"v1"`), "<html><body>No title</body></html>", "", true},
+	}
+	for _, tt := range tests {
+		title, scanned, readFrom := serve(tt.path, tt.status, tt.validators, tt.body)
+		if title != tt.wantTitle {
+			t.Errorf("%s: title = %q, want %q", tt.name, title, tt.wantTitle)
+		}
+		if scanned != tt.wantScanned {
+			t.Errorf("%s: scanned = %v, want %v", tt.name, scanned, tt.wantScanned)
+		}
+		// A body that is not scanned goes to the underlying ReadFrom, which
+		// can send a file with sendfile.
+		if tt.status == http.StatusOK && readFrom == scanned {
+			t.Errorf("%s: underlying ReadFrom used = %v, want %v", tt.name, readFrom, !scanned)
+		}
+	}
+}

@@ -73,7 +73,7 @@ type sender struct {
 	config senderConfig
 	host   string // the endpoint's host, for logs
 	logger *zap.Logger
-	queue  chan analytics.Message
+	queue  chan *event
 	client analytics.Client
 
 	transport *http.Transport // nil in dry-run mode
@@ -102,7 +102,7 @@ func newSender(cfg senderConfig) (*sender, error) {
 	s := &sender{
 		config:  cfg,
 		logger:  caddy.Log().Named("http.handlers.segment"),
-		queue:   make(chan analytics.Message, cfg.queueSize),
+		queue:   make(chan *event, cfg.queueSize),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		settled: make(chan struct{}, 1),
@@ -147,7 +147,7 @@ func newSender(cfg senderConfig) (*sender, error) {
 
 // enqueue queues an event without ever blocking. When the queue is full,
 // or the sender is stopping, the event is dropped and counted.
-func (s *sender) enqueue(msg analytics.Message) {
+func (s *sender) enqueue(e *event) {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -156,7 +156,7 @@ func (s *sender) enqueue(msg analytics.Message) {
 		return
 	}
 	select {
-	case s.queue <- msg:
+	case s.queue <- e:
 		s.mu.RUnlock()
 		eventsQueued.Inc()
 	default:
@@ -201,8 +201,8 @@ func (s *sender) run() {
 		}
 
 		select {
-		case msg := <-s.queue:
-			s.deliver(msg)
+		case e := <-s.queue:
+			s.deliver(e)
 		case <-s.stop:
 			s.drain()
 			return
@@ -215,13 +215,13 @@ func (s *sender) run() {
 func (s *sender) drain() {
 	for {
 		select {
-		case msg := <-s.queue:
+		case e := <-s.queue:
 			if s.aborted.Load() {
 				droppedShutdown.Inc()
 				s.droppedStopping.Add(1)
 				continue
 			}
-			s.deliver(msg)
+			s.deliver(e)
 		default:
 			s.client.Close()
 			return
@@ -239,8 +239,11 @@ func (s *sender) settle() {
 	}
 }
 
-func (s *sender) deliver(msg analytics.Message) {
+// deliver builds the event's call and hands it to the client.
+func (s *sender) deliver(e *event) {
 	s.pending.Add(1)
+	msg := e.message()
+	e.release()
 	if err := s.client.Enqueue(msg); err != nil {
 		s.settle()
 		s.countFailure(err)

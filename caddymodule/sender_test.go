@@ -209,19 +209,23 @@ func senderStart(t *testing.T, cfg senderConfig) (*sender, func() time.Duration)
 	return s, release
 }
 
-// senderTrack returns a valid track call for event number n.
-func senderTrack(n int) analytics.Track {
-	return analytics.Track{
-		AnonymousId: fmt.Sprintf("sender-test-%d", n),
-		Event:       "Sender Test",
-		Properties:  analytics.Properties{"n": n},
+// senderBuilder builds the calls of the events in the sender tests.
+var senderBuilder = eventBuilder{event: "Sender Test", call: callTrack, ipMode: ipOmit}
+
+// senderEvent returns a valid event number n, which becomes a track call
+// without context.
+func senderEvent(n int) *event {
+	return &event{
+		builder: &senderBuilder,
+		visitor: visitor{anonymousID: fmt.Sprintf("sender-test-%d", n)},
+		props:   analytics.Properties{"n": n},
 	}
 }
 
 // senderEnqueue enqueues events number 0 to n-1.
 func senderEnqueue(s *sender, n int) {
 	for i := range n {
-		s.enqueue(senderTrack(i))
+		s.enqueue(senderEvent(i))
 	}
 }
 
@@ -271,7 +275,7 @@ func senderCheckEvents(t *testing.T, rec *recorder.Recorder, n int) {
 		t.Errorf("%d events carry only %d distinct messageIds", len(events), len(seenIDs))
 	}
 	for i := range n {
-		id := senderTrack(i).AnonymousId
+		id := senderEvent(i).visitor.anonymousID
 		if perVisitor[id] != 1 {
 			t.Errorf("event with anonymousId %s arrived %d times, expected once", id, perVisitor[id])
 		}
@@ -484,7 +488,7 @@ func TestSenderHungEndpoint(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				s.enqueue(senderTrack(w*perWorker + i))
+				s.enqueue(senderEvent(w*perWorker + i))
 			}
 		})
 	}
@@ -543,7 +547,7 @@ func TestSenderEnqueueDuringRelease(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range perWorker {
-				s.enqueue(senderTrack(w*perWorker + i))
+				s.enqueue(senderEvent(w*perWorker + i))
 				calls.Add(1)
 			}
 		})
@@ -665,10 +669,10 @@ func TestSenderDropsTooBigEvent(t *testing.T) {
 	s, release := senderStart(t, senderTestConfig(rec.URL()))
 
 	// analytics-go rejects an event whose JSON is over 32,000 bytes.
-	big := senderTrack(1)
-	big.Properties = analytics.Properties{"blob": strings.Repeat("x", 40<<10)}
+	big := senderEvent(1)
+	big.props = analytics.Properties{"blob": strings.Repeat("x", 40<<10)}
 	s.enqueue(big)
-	s.enqueue(senderTrack(0))
+	s.enqueue(senderEvent(0))
 
 	if _, err := rec.WaitEvents(1, senderWaitTimeout); err != nil {
 		t.Fatal(err)
@@ -711,7 +715,7 @@ func TestSenderDryRun(t *testing.T) {
 			t.Errorf("logged event %d is %T, expected analytics.Track", i, entry.ContextMap()["event"])
 			continue
 		}
-		if want := senderTrack(i).AnonymousId; event.AnonymousId != want {
+		if want := senderEvent(i).visitor.anonymousID; event.AnonymousId != want {
 			t.Errorf("logged event %d has anonymousId %q, expected %q", i, event.AnonymousId, want)
 		}
 		if event.MessageId == "" {

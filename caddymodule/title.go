@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"bytes"
 	"compress/gzip"
+	"hash/maphash"
 	"html"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -106,6 +108,18 @@ const (
 // NOTE: a <title> inside inline <svg> counts like any other. Browsers ignore
 // it for document.title.
 type titleScanner struct {
+	titleScanState
+
+	// Only the first nameLen, holdLen, entityLen and textLen bytes of
+	// these arrays are read, so a reset leaves them as they are.
+	name   [6]byte                // lowercase tag name, enough for "script"
+	hold   [8]byte                // original bytes of a partial end tag
+	entity [titleEntityLimit]byte // a character reference without its end yet
+	text   [titleTextLimit]byte   // title text, whitespace already collapsed
+}
+
+// titleScanState is the part of a titleScanner that a reset clears.
+type titleScanState struct {
 	encoding titleEncoding
 	state    titleState
 
@@ -128,11 +142,6 @@ type titleScanner struct {
 
 	// endName is the lowercase end tag that closes the current raw text.
 	endName string
-
-	name   [6]byte                // lowercase tag name, enough for "script"
-	hold   [8]byte                // original bytes of a partial end tag
-	entity [titleEntityLimit]byte // a character reference without its end yet
-	text   [titleTextLimit]byte   // title text, whitespace already collapsed
 
 	body  *titleEncodedBody // encoded bytes, nil until the first write
 	title string            // result of Title
@@ -185,7 +194,7 @@ var titleZstdPool = sync.Pool{
 // header value is contentEncoding.
 func (s *titleScanner) reset(contentEncoding string) {
 	s.releaseBody()
-	*s = titleScanner{encoding: titleParseEncoding(contentEncoding)}
+	s.titleScanState = titleScanState{encoding: titleParseEncoding(contentEncoding)}
 }
 
 // titleParseEncoding maps a Content-Encoding value to the decoder the
@@ -384,6 +393,11 @@ func (s *titleScanner) scan(p []byte) {
 			}
 
 		case titleStateTagName:
+			for titleIsNameByte(c) && i+1 < len(p) {
+				s.addNameByte(c)
+				i++
+				c = p[i]
+			}
 			switch {
 			case titleIsSpace(c), c == '/':
 				s.state = titleStateAttributes
@@ -394,6 +408,12 @@ func (s *titleScanner) scan(p []byte) {
 			}
 
 		case titleStateAttributes:
+			for c != '>' && c != '=' {
+				if i++; i == len(p) {
+					return
+				}
+				c = p[i]
+			}
 			switch c {
 			case '>':
 				s.endOfTag()
@@ -498,6 +518,10 @@ func (s *titleScanner) scan(p []byte) {
 			}
 
 		case titleStateTitle:
+			if n := s.plainRun(p[i:]); n > 0 {
+				i += n - 1
+				continue
+			}
 			s.titleByte(c)
 
 		case titleStateDone:
@@ -627,6 +651,39 @@ func (s *titleScanner) titleByte(c byte) {
 	s.textByte(c)
 }
 
+// plainRun copies the title text at the start of p up to the first byte
+// that needs titleByte: markup, a character reference, whitespace or NUL.
+// It returns how many bytes it took, 0 while part of an end tag or a
+// reference is held back.
+func (s *titleScanner) plainRun(p []byte) int {
+	if s.holdLen > 0 || s.entityLen > 0 {
+		return 0
+	}
+	n := 0
+	for n < len(p) && titleIsPlain(p[n]) {
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	if s.spacePending {
+		s.spacePending = false
+		s.appendText(' ')
+	}
+	room := len(s.text) - s.textLen
+	copied := copy(s.text[s.textLen:], p[:min(n, room)])
+	s.textLen += copied
+	if s.textLen == len(s.text) {
+		s.state = titleStateDone
+	}
+	return n
+}
+
+// titleIsPlain reports whether c stands for itself in title text.
+func titleIsPlain(c byte) bool {
+	return c != '<' && c != '&' && c != 0 && !titleIsSpace(c)
+}
+
 // flushHold passes the bytes of a partial end tag on as title text.
 func (s *titleScanner) flushHold() {
 	length := s.holdLen
@@ -735,6 +792,11 @@ func titleIsSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'
 }
 
+// titleIsNameByte reports whether c continues a tag name.
+func titleIsNameByte(c byte) bool {
+	return c != '>' && c != '/' && !titleIsSpace(c)
+}
+
 func titleIsLetter(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
@@ -749,4 +811,76 @@ func titleLower(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
+}
+
+// complete reports whether the scan reached the end of the title, or the
+// most title text it keeps, so that the same body always gives the same
+// title.
+func (s *titleScanner) complete() bool {
+	return s.found && s.state == titleStateDone
+}
+
+// titleCacheSize bounds the number of cached titles.
+const titleCacheSize = 4096
+
+// titleCache keeps the titles of pages whose responses carry a validator,
+// an ETag or a Last-Modified date, so that a page served again unchanged
+// is not scanned again. Each handler has its own, so a reload starts
+// afresh. A key is a 64-bit hash of the host, the path, the query and the
+// validator. With at most titleCacheSize pages, two of them are too
+// unlikely to share a key to matter.
+type titleCache struct {
+	seed   maphash.Seed
+	mu     sync.RWMutex
+	titles map[uint64]string
+}
+
+func newTitleCache() *titleCache {
+	return &titleCache{seed: maphash.MakeSeed(), titles: make(map[uint64]string)}
+}
+
+// key returns the cache key of the response to r with header, or 0 when
+// the response has no validator and its title cannot be cached.
+func (c *titleCache) key(r *http.Request, header http.Header) uint64 {
+	kind, validator := byte('E'), headerValue(header, "Etag")
+	if validator == "" {
+		kind, validator = 'L', headerValue(header, "Last-Modified")
+	}
+	if validator == "" {
+		return 0
+	}
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	h.WriteString(r.Host)
+	h.WriteByte(0)
+	h.WriteString(r.URL.Path)
+	h.WriteByte(0)
+	h.WriteString(r.URL.RawQuery)
+	h.WriteByte(kind)
+	h.WriteString(validator)
+	return h.Sum64()
+}
+
+// get returns the title cached under key, if any.
+func (c *titleCache) get(key uint64) (string, bool) {
+	if key == 0 {
+		return "", false
+	}
+	c.mu.RLock()
+	title, ok := c.titles[key]
+	c.mu.RUnlock()
+	return title, ok
+}
+
+// put caches title under key. The cache is emptied when it is full.
+func (c *titleCache) put(key uint64, title string) {
+	if key == 0 {
+		return
+	}
+	c.mu.Lock()
+	if len(c.titles) >= titleCacheSize {
+		clear(c.titles)
+	}
+	c.titles[key] = title
+	c.mu.Unlock()
 }

@@ -727,3 +727,63 @@ func FuzzTitleScanner(f *testing.F) {
 		}
 	})
 }
+
+func TestTitleCacheKey(t *testing.T) {
+	c := newTitleCache()
+	request := func(host, target string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		r.Host = host
+		return r
+	}
+	etag := http.Header{"Etag": {`"v1"`}}
+
+	base := c.key(request("docs.example.com", "/a?x=1"), etag)
+	if base == 0 {
+		t.Fatal("key with an ETag is 0, want a key")
+	}
+	if again := c.key(request("docs.example.com", "/a?x=1"), etag); again != base {
+		t.Errorf("the same request and ETag gave keys %x and %x", base, again)
+	}
+	others := map[string]uint64{
+		"host":          c.key(request("api.example.com", "/a?x=1"), etag),
+		"path":          c.key(request("docs.example.com", "/b?x=1"), etag),
+		"query":         c.key(request("docs.example.com", "/a?x=2"), etag),
+		"etag":          c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v2"`}}),
+		"last-modified": c.key(request("docs.example.com", "/a?x=1"), http.Header{"Last-Modified": {`"v1"`}}),
+	}
+	for what, key := range others {
+		if key == base {
+			t.Errorf("another %s gave the same key", what)
+		}
+		if key == 0 {
+			t.Errorf("key with another %s is 0", what)
+		}
+	}
+	if key := c.key(request("docs.example.com", "/a"), http.Header{}); key != 0 {
+		t.Errorf("key without validators = %x, want 0", key)
+	}
+}
+
+func TestTitleCacheBound(t *testing.T) {
+	c := newTitleCache()
+	c.put(0, "never")
+	if _, ok := c.get(0); ok {
+		t.Error("key 0 was cached")
+	}
+	for key := uint64(1); key <= titleCacheSize; key++ {
+		c.put(key, "title")
+	}
+	if _, ok := c.get(1); !ok {
+		t.Error("the first title is gone before the cache was full")
+	}
+	c.put(titleCacheSize+1, "last")
+	if _, ok := c.get(1); ok {
+		t.Error("the first title is still cached after the cache overflowed")
+	}
+	if title, ok := c.get(titleCacheSize + 1); !ok || title != "last" {
+		t.Errorf("get(last) = %q, %v; want last, true", title, ok)
+	}
+	if n := len(c.titles); n != 1 {
+		t.Errorf("%d titles cached after the overflow, want 1", n)
+	}
+}

@@ -26,9 +26,9 @@ func TestTransportSplitsOversizedBatch(t *testing.T) {
 	const events = 2400
 	padding := strings.Repeat("p", 120)
 	for i := range events {
-		track := senderTrack(i)
-		track.Properties = analytics.Properties{"n": i, "padding": padding}
-		s.enqueue(track)
+		e := senderEvent(i)
+		e.props = analytics.Properties{"n": i, "padding": padding}
+		s.enqueue(e)
 	}
 	release()
 

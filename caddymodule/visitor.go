@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -33,6 +34,10 @@ const (
 	// maxDomainWarnings bounds the set of hosts already warned about, so
 	// that hostile Host headers cannot grow it without limit.
 	maxDomainWarnings = 1024
+
+	// domainCacheSize bounds the number of hosts whose Domain attribute
+	// is cached.
+	domainCacheSize = 4096
 )
 
 // visitor is the reader's Segment identity.
@@ -41,11 +46,11 @@ type visitor struct {
 	userID      string
 }
 
-// readVisitor takes the reader's ids from the request's cookies in one
-// pass: for each name, the first cookie whose value is usable.
-func readVisitor(header http.Header) visitor {
+// readVisitor takes the reader's ids from the request's Cookie lines in
+// one pass: for each name, the first cookie whose value is usable.
+func readVisitor(cookies []string) visitor {
 	var v visitor
-	for _, line := range header["Cookie"] {
+	for _, line := range cookies {
 		for line != "" {
 			var name, value string
 			var ok bool
@@ -62,10 +67,10 @@ func readVisitor(header http.Header) visitor {
 	return v
 }
 
-// hasCookie reports whether the request carries a cookie with that name and
-// exactly that value.
-func hasCookie(header http.Header, name, value string) bool {
-	for _, line := range header["Cookie"] {
+// hasCookie reports whether the Cookie lines hold a cookie with that name
+// and exactly that value.
+func hasCookie(cookies []string, name, value string) bool {
+	for _, line := range cookies {
 		for line != "" {
 			var got, gotValue string
 			var ok bool
@@ -142,16 +147,58 @@ func upstreamID(header http.Header) (id string, set bool) {
 	return "", false
 }
 
-// newAnonymousID returns a new id in Segment's format, a UUID v4. It reads
-// crypto/rand into a local array, which saves the allocation that
-// uuid.NewRandom makes by reading through an io.Reader.
+// newAnonymousID returns a new id in Segment's format, a UUID v4.
 func newAnonymousID() string {
+	return newUUID().String()
+}
+
+// newUUID returns a random UUID v4. Its random bytes come from a buffer
+// that crypto/rand fills for many ids at once, which costs less than a
+// read per id.
+func newUUID() uuid.UUID {
+	buffer := randomPool.Get().(*randomBuffer)
+	if buffer.used+len(uuid.UUID{}) > len(buffer.bytes) {
+		rand.Read(buffer.bytes[:]) // crypto/rand.Read never returns an error
+		buffer.used = 0
+	}
 	var id uuid.UUID
-	rand.Read(id[:])          // crypto/rand.Read never returns an error
+	buffer.used += copy(id[:], buffer.bytes[buffer.used:])
+	randomPool.Put(buffer)
+
 	id[6] = id[6]&0x0f | 0x40 // version 4
 	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
-	return id.String()
+	return id
 }
+
+// randomBuffer holds random bytes for 64 ids. The pool gives a buffer to
+// one goroutine at a time, so no two ids share bytes.
+type randomBuffer struct {
+	bytes [64 * 16]byte
+	used  int
+}
+
+var randomPool = sync.Pool{New: func() any {
+	return &randomBuffer{used: len(randomBuffer{}.bytes)}
+}}
+
+// uuidText returns the canonical text of id, as id.String returns it,
+// without allocating.
+func uuidText(id uuid.UUID) [uuidTextLength]byte {
+	var text [uuidTextLength]byte
+	hex.Encode(text[0:8], id[0:4])
+	text[8] = '-'
+	hex.Encode(text[9:13], id[4:6])
+	text[13] = '-'
+	hex.Encode(text[14:18], id[6:8])
+	text[18] = '-'
+	hex.Encode(text[19:23], id[8:10])
+	text[23] = '-'
+	hex.Encode(text[24:], id[10:])
+	return text
+}
+
+// uuidTextLength is the length of a UUID's canonical text.
+const uuidTextLength = 36
 
 // cookieSetter writes the ajs_anonymous_id cookie for new readers.
 type cookieSetter struct {
@@ -161,45 +208,100 @@ type cookieSetter struct {
 	logger   *zap.Logger
 	warnings *sync.Map // hosts already warned about
 	warned   atomic.Int64
+	domains  *boundedCache[string] // host → Domain attribute, "" for none
+
+	lastExpiry atomic.Pointer[expiry]
 }
 
-// setCookie adds the Set-Cookie header that stores id for the reader. The
-// cookie is readable by scripts on purpose: Segment's browser library must
-// read it to use the same id.
-func (c *cookieSetter) setCookie(header http.Header, r *http.Request, id string) {
-	b := make([]byte, 0, 192)
-	b = append(b, anonymousIDCookie+"="...)
-	if c.classic {
-		b = append(b, "%22"...)
-		b = append(b, id...)
-		b = append(b, "%22"...)
+// setNewID gives a new reader a new id: it adds the Set-Cookie header
+// that stores the id, at time now, and returns the id. The id is a part of
+// the header's value, which saves an allocation.
+func (c *cookieSetter) setNewID(header http.Header, o origin, now time.Time) string {
+	cookie, start := c.cookie(o, newUUID(), now)
+	if lines := header["Set-Cookie"]; len(lines) > 0 {
+		header["Set-Cookie"] = append(lines, cookie)
 	} else {
-		b = append(b, id...)
+		header["Set-Cookie"] = []string{cookie}
 	}
-	b = append(b, "; Path=/"...)
-	if domain := c.domainFor(requestHost(r)); domain != "" {
-		b = append(b, "; Domain="...)
-		b = append(b, domain...)
-	}
-	b = append(b, "; Max-Age="...)
-	b = strconv.AppendInt(b, int64(c.maxAge/time.Second), 10)
-	b = append(b, "; Expires="...)
-	b = time.Now().Add(c.maxAge).UTC().AppendFormat(b, http.TimeFormat)
-	b = append(b, "; SameSite=Lax"...)
-	if isHTTPS(r) {
-		b = append(b, "; Secure"...)
-	}
-	header["Set-Cookie"] = append(header["Set-Cookie"], string(b))
+	return cookie[start : start+uuidTextLength]
 }
 
-// domainFor returns the Domain attribute for a cookie set on host, or ""
-// for a host-only cookie: for IP literals, single-label hosts such as
-// localhost, names a browser would not accept, and hosts that the
-// configured domain does not cover.
+// cookie returns the Set-Cookie value that stores id for the reader, set
+// at time now, and where the id starts in it. The cookie is readable by
+// scripts on purpose: Segment's browser library must read it to use the
+// same id.
+func (c *cookieSetter) cookie(o origin, id uuid.UUID, now time.Time) (string, int) {
+	// One allocation: the builder's buffer becomes the string.
+	var b strings.Builder
+	b.Grow(cookieCapacity)
+	b.WriteString(anonymousIDCookie + "=")
+	if c.classic {
+		b.WriteString("%22")
+	}
+	start := b.Len()
+	text := uuidText(id)
+	b.Write(text[:])
+	if c.classic {
+		b.WriteString("%22")
+	}
+	b.WriteString("; Path=/")
+	if domain := c.domainFor(o.hostname()); domain != "" {
+		b.WriteString("; Domain=")
+		b.WriteString(domain)
+	}
+	b.WriteString("; Max-Age=")
+	var digits [20]byte
+	b.Write(strconv.AppendInt(digits[:0], int64(c.maxAge/time.Second), 10))
+	b.WriteString("; Expires=")
+	b.WriteString(c.expires(now))
+	b.WriteString("; SameSite=Lax")
+	if o.scheme == "https" {
+		b.WriteString("; Secure")
+	}
+	return b.String(), start
+}
+
+// cookieCapacity fits a cookie with a Domain of up to 60 bytes.
+const cookieCapacity = 192
+
+// expiry is the Expires attribute of the cookies set within one second.
+type expiry struct {
+	second int64 // Unix time of the cookie's expiry
+	text   string
+}
+
+// expires returns the Expires attribute of a cookie set at time now. The
+// text changes once a second, so the last one is kept for the cookies set
+// within the same second.
+func (c *cookieSetter) expires(now time.Time) string {
+	at := now.Add(c.maxAge)
+	if last := c.lastExpiry.Load(); last != nil && last.second == at.Unix() {
+		return last.text
+	}
+	e := &expiry{second: at.Unix(), text: at.UTC().Format(http.TimeFormat)}
+	c.lastExpiry.Store(e)
+	return e.text
+}
+
+// domainFor returns the Domain attribute for a cookie set on host, as
+// findDomain gives it. Results are cached per host.
 func (c *cookieSetter) domainFor(host string) string {
 	if c.domain == cookieDomainHost {
 		return ""
 	}
+	if domain, ok := c.domains.get(host); ok {
+		return domain
+	}
+	domain := c.findDomain(host)
+	c.domains.put(host, domain)
+	return domain
+}
+
+// findDomain returns the Domain attribute for a cookie set on host, or ""
+// for a host-only cookie: for IP literals, single-label hosts such as
+// localhost, names a browser would not accept, and hosts that the
+// configured domain does not cover.
+func (c *cookieSetter) findDomain(host string) string {
 	// A host with a trailing dot is fully qualified, and browsers refuse a
 	// Domain without that dot for it.
 	host = strings.ToLower(host)
@@ -265,16 +367,44 @@ func isDomainName(host string) bool {
 	return !numeric
 }
 
-// requestHost returns the host the reader asked for, without port: the
-// X-Forwarded-Host of a trusted proxy, else the request's Host.
-func requestHost(r *http.Request) string {
-	host := r.Host
-	if isTrustedProxy(r) {
-		if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
-			host = forwarded
+// origin holds the scheme and the host that the reader used, which a
+// trusted proxy reports in X-Forwarded-Proto and X-Forwarded-Host, and the
+// client IP that Caddy determined, honouring trusted_proxies.
+type origin struct {
+	scheme   string
+	host     string // as sent, with any port
+	clientIP string
+}
+
+// originOf reads the origin of r, with one lookup of Caddy's variables.
+func originOf(r *http.Request) origin {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool)
+	clientIP, _ := vars[caddyhttp.ClientIPVarKey].(string)
+
+	o := origin{scheme: "http", host: r.Host, clientIP: clientIP}
+	if r.TLS != nil {
+		o.scheme = "https"
+	}
+	if !trusted {
+		return o
+	}
+	if forwarded := firstValue(headerValue(r.Header, "X-Forwarded-Host")); forwarded != "" {
+		o.host = forwarded
+	}
+	if r.TLS == nil {
+		// Any other value leaves the scheme of the connection.
+		if strings.EqualFold(firstValue(headerValue(r.Header, "X-Forwarded-Proto")), "https") {
+			o.scheme = "https"
 		}
 	}
-	return stripPort(host)
+	return o
+}
+
+// hostname returns the origin's host without its port, and an IPv6
+// literal without its brackets.
+func (o origin) hostname() string {
+	return stripPort(o.host)
 }
 
 // stripPort removes the port from a host of a Host header, and the
@@ -291,41 +421,6 @@ func stripPort(host string) string {
 		return host[:i]
 	}
 	return host
-}
-
-// requestScheme returns the scheme of the reader's connection: https when
-// Caddy terminated TLS, or when a trusted proxy reports it in
-// X-Forwarded-Proto.
-func requestScheme(r *http.Request) string {
-	return schemeFor(r, isTrustedProxy(r))
-}
-
-// schemeFor is requestScheme for a request whose trusted-proxy verdict is
-// already known.
-func schemeFor(r *http.Request, trusted bool) string {
-	if r.TLS != nil {
-		return "https"
-	}
-	if trusted {
-		switch strings.ToLower(firstValue(headerValue(r.Header, "X-Forwarded-Proto"))) {
-		case "https":
-			return "https"
-		case "http":
-			return "http"
-		}
-	}
-	return "http"
-}
-
-func isHTTPS(r *http.Request) bool {
-	return requestScheme(r) == "https"
-}
-
-// isTrustedProxy reports whether Caddy's trusted_proxies setting covers
-// the peer that sent the request.
-func isTrustedProxy(r *http.Request) bool {
-	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
-	return trusted
 }
 
 // firstValue returns the first element of a comma-separated header value.

@@ -44,6 +44,7 @@ func unitCookieSetter(domain string) (*cookieSetter, *observer.ObservedLogs) {
 		maxAge:   defaultCookieMaxAge,
 		logger:   zap.New(core),
 		warnings: &sync.Map{},
+		domains:  newBoundedCache[string](domainCacheSize),
 	}, logs
 }
 
@@ -137,7 +138,7 @@ func TestCookieID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			header := http.Header{"Cookie": tt.cookies}
-			if got := readVisitor(header).anonymousID; got != tt.want {
+			if got := readVisitor(header["Cookie"]).anonymousID; got != tt.want {
 				t.Errorf("readVisitor(%q).anonymousID = %q, want %q", tt.cookies, got, tt.want)
 			}
 		})
@@ -161,7 +162,7 @@ func TestReadVisitor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := readVisitor(http.Header{"Cookie": tt.cookies})
+			v := readVisitor(tt.cookies)
 			if v.anonymousID != tt.wantAnonymous {
 				t.Errorf("anonymousID = %q, want %q", v.anonymousID, tt.wantAnonymous)
 			}
@@ -193,10 +194,10 @@ func TestCookieIDHostileHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			header := http.Header{"Cookie": tt.cookies}
-			if got := readVisitor(header).anonymousID; got != tt.want {
+			if got := readVisitor(header["Cookie"]).anonymousID; got != tt.want {
 				t.Errorf("readVisitor(...).anonymousID = %q, want %q", got, tt.want)
 			}
-			if got := hasCookie(header, anonymousIDCookie, unitID); got != (tt.want == unitID) {
+			if got := hasCookie(header["Cookie"], anonymousIDCookie, unitID); got != (tt.want == unitID) {
 				t.Errorf("hasCookie = %v, want %v", got, tt.want == unitID)
 			}
 		})
@@ -348,7 +349,7 @@ func TestDomainForHostSetting(t *testing.T) {
 	}
 }
 
-func TestRequestHost(t *testing.T) {
+func TestOriginHostname(t *testing.T) {
 	tests := []struct {
 		name      string
 		host      string
@@ -374,10 +375,60 @@ func TestRequestHost(t *testing.T) {
 				r.Header.Set("X-Forwarded-Host", tt.forwarded)
 			}
 			unitTrusted(r, tt.trusted)
-			if got := requestHost(r); got != tt.want {
-				t.Errorf("requestHost = %q, want %q", got, tt.want)
+			if got := originOf(r).hostname(); got != tt.want {
+				t.Errorf("hostname = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestOriginSchemeAndClientIP(t *testing.T) {
+	tests := []struct {
+		name       string
+		tls        bool
+		trusted    bool
+		proto      string
+		clientIP   any
+		wantScheme string
+		wantIP     string
+	}{
+		{name: "plain", clientIP: "203.0.113.7", wantScheme: "http", wantIP: "203.0.113.7"},
+		{name: "tls", tls: true, wantScheme: "https"},
+		{name: "tls wins over a trusted http", tls: true, trusted: true, proto: "http", wantScheme: "https"},
+		{name: "trusted https", trusted: true, proto: " HTTPS , http", wantScheme: "https"},
+		{name: "trusted other value", trusted: true, proto: "wss", wantScheme: "http"},
+		{name: "untrusted https", proto: "https", wantScheme: "http"},
+		{name: "client ip of another type", clientIP: 42, wantScheme: "http"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := unitRequest(http.MethodGet, "/")
+			if tt.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			if tt.proto != "" {
+				r.Header.Set("X-Forwarded-Proto", tt.proto)
+			}
+			unitTrusted(r, tt.trusted)
+			if tt.clientIP != nil {
+				caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, tt.clientIP)
+			}
+			o := originOf(r)
+			if o.scheme != tt.wantScheme {
+				t.Errorf("scheme = %q, want %q", o.scheme, tt.wantScheme)
+			}
+			if o.clientIP != tt.wantIP {
+				t.Errorf("clientIP = %q, want %q", o.clientIP, tt.wantIP)
+			}
+		})
+	}
+
+	// A request without Caddy's variables, as a handler outside Caddy's
+	// server would see it, has no client IP and no trusted proxy.
+	r := httptest.NewRequest(http.MethodGet, "http://docs.example.com/", nil)
+	r.Header.Set("X-Forwarded-Proto", "https")
+	if o := originOf(r); o.scheme != "http" || o.clientIP != "" || o.host != "docs.example.com" {
+		t.Errorf("origin without variables = %+v, want http, docs.example.com and no client IP", o)
 	}
 }
 
@@ -431,7 +482,11 @@ func TestSetCookie(t *testing.T) {
 
 			header := http.Header{}
 			before := time.Now()
-			c.setCookie(header, r, unitID)
+			id := c.setNewID(header, originOf(r), before)
+			if parsed, err := uuid.Parse(id); err != nil || parsed.Version() != 4 || parsed.String() != id {
+				t.Errorf("setNewID returned %q, want a UUID v4 in canonical form", id)
+			}
+			wantValue := strings.ReplaceAll(tt.wantValue, unitID, id)
 
 			lines := header["Set-Cookie"]
 			if len(lines) != 1 {
@@ -446,8 +501,8 @@ func TestSetCookie(t *testing.T) {
 			if cookie.Name != anonymousIDCookie {
 				t.Errorf("cookie name = %q, want %q", cookie.Name, anonymousIDCookie)
 			}
-			if !strings.HasPrefix(line, anonymousIDCookie+"="+tt.wantValue+";") {
-				t.Errorf("Set-Cookie %q does not start with the value %q", line, tt.wantValue)
+			if !strings.HasPrefix(line, anonymousIDCookie+"="+wantValue+";") {
+				t.Errorf("Set-Cookie %q does not start with the value %q", line, wantValue)
 			}
 			if cookie.Path != "/" {
 				t.Errorf("Path = %q, want /", cookie.Path)
@@ -480,6 +535,59 @@ func TestSetCookie(t *testing.T) {
 				t.Errorf("Set-Cookie %q is HttpOnly, which hides it from Segment's browser library", line)
 			}
 		})
+	}
+}
+
+func TestSetNewIDDiffers(t *testing.T) {
+	c, _ := unitCookieSetter("")
+	r := unitRequest(http.MethodGet, "/guide/")
+	r.Host = "docs.example.com"
+	header := http.Header{}
+	now := time.Now()
+	first, second := c.setNewID(header, originOf(r), now), c.setNewID(header, originOf(r), now)
+	if first == second {
+		t.Errorf("two calls returned the same id %q", first)
+	}
+	lines := header["Set-Cookie"]
+	if len(lines) != 2 || !strings.Contains(lines[0], first) || !strings.Contains(lines[1], second) {
+		t.Errorf("Set-Cookie = %q, want one cookie with %q and one with %q", lines, first, second)
+	}
+}
+
+func TestCookieExpires(t *testing.T) {
+	c, _ := unitCookieSetter("")
+	c.maxAge = 24 * time.Hour
+	base := time.Date(2026, 12, 4, 10, 30, 15, 0, time.FixedZone("CET", 3600))
+	tests := []struct {
+		name string
+		now  time.Time
+		want string
+	}{
+		{"first", base, "Sat, 05 Dec 2026 09:30:15 GMT"},
+		{"same second", base.Add(999 * time.Millisecond), "Sat, 05 Dec 2026 09:30:15 GMT"},
+		{"next second", base.Add(time.Second), "Sat, 05 Dec 2026 09:30:16 GMT"},
+		{"back to an earlier second", base, "Sat, 05 Dec 2026 09:30:15 GMT"},
+		{"next day", base.Add(24 * time.Hour), "Sun, 06 Dec 2026 09:30:15 GMT"},
+	}
+	for _, tt := range tests {
+		if got := c.expires(tt.now); got != tt.want {
+			t.Errorf("%s: expires(%v) = %q, want %q", tt.name, tt.now, got, tt.want)
+		}
+	}
+}
+
+func TestDomainForCached(t *testing.T) {
+	c, _ := unitCookieSetter("")
+	for range 2 {
+		if got := c.domainFor("docs.cache-test.example.co.uk"); got != "example.co.uk" {
+			t.Errorf("domainFor = %q, want example.co.uk", got)
+		}
+		if got := c.domainFor("co.uk"); got != "" {
+			t.Errorf("domainFor(co.uk) = %q, want \"\" for a public suffix", got)
+		}
+	}
+	if got, ok := c.domains.get("docs.cache-test.example.co.uk"); !ok || got != "example.co.uk" {
+		t.Errorf("cached domain = %q, %v; want example.co.uk, true", got, ok)
 	}
 }
 
@@ -531,5 +639,31 @@ func TestNewAnonymousID(t *testing.T) {
 	}
 	if id, ok := decodeID(first); !ok || id != first {
 		t.Errorf("decodeID(newAnonymousID()) = %q, %v; want the id back", id, ok)
+	}
+}
+
+func TestNewUUIDUniqueAcrossGoroutines(t *testing.T) {
+	const workers, perWorker = 8, 2000
+	ids := make(chan uuid.UUID, workers*perWorker)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range perWorker {
+				ids <- newUUID()
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+
+	seen := make(map[uuid.UUID]bool, workers*perWorker)
+	for id := range ids {
+		if id.Version() != 4 || id.Variant() != uuid.RFC4122 {
+			t.Fatalf("id %s is version %d, variant %v; want version 4, RFC 4122", id, id.Version(), id.Variant())
+		}
+		if seen[id] {
+			t.Fatalf("id %s was generated twice", id)
+		}
+		seen[id] = true
 	}
 }
