@@ -564,6 +564,9 @@ func TestBatchShape(t *testing.T) {
 		{name: "item null", body: `{"batch":[null]}`, wantStatus: http.StatusBadRequest},
 		{name: "item array", body: `{"batch":[[]]}`, wantStatus: http.StatusBadRequest},
 		{name: "trailing data", body: `{"batch":[]} {}`, wantStatus: http.StatusBadRequest},
+		{name: "repeated batch takes the last", body: `{"batch":[1],"batch":[]}`, wantStatus: http.StatusOK},
+		{name: "repeated batch with a bad last", body: `{"batch":[],"batch":[1]}`, wantStatus: http.StatusBadRequest},
+		{name: "invalid JSON after batch", body: `{"batch":[],}`, wantStatus: http.StatusBadRequest},
 	}
 
 	for _, tt := range tests {

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Limits of Segment's HTTP Tracking API, as the "HTTP API Source" page of
@@ -210,46 +212,168 @@ func gunzip(data []byte) ([]byte, error) {
 	return decoded, nil
 }
 
-// decodeBatchArray returns the raw items of the body's "batch" array.
-func decodeBatchArray(data []byte) ([]json.RawMessage, error) {
-	var body map[string]json.RawMessage
-	if err := json.Unmarshal(data, &body); err != nil {
+// jsonOptions make jsontext read JSON as encoding/json does, which is what
+// Segment's libraries write: a repeated name takes the last value, and
+// invalid UTF-8 becomes U+FFFD.
+var jsonOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// decodeBatchArray returns the raw items of the body's "batch" array, as
+// parts of data. It reads the body in one pass without decoding the items.
+func decodeBatchArray(data []byte) ([]jsontext.Value, error) {
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsonOptions...)
+	switch kind := dec.PeekKind(); kind {
+	case '{':
+	case 'n':
+		return nil, errors.New("request body is JSON null, not an object")
+	default:
+		_, err := dec.ReadValue()
+		return nil, fmt.Errorf("request body is not a JSON object: %v", jsonError(err, kind))
+	}
+
+	var items []jsontext.Value
+	found := false
+	if _, err := dec.ReadToken(); err != nil {
 		return nil, fmt.Errorf("request body is not a JSON object: %v", err)
 	}
-	if body == nil {
-		return nil, errors.New("request body is JSON null, not an object")
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return nil, fmt.Errorf("request body is not a JSON object: %v", err)
+		}
+		if name.String() != "batch" {
+			if err := dec.SkipValue(); err != nil {
+				return nil, fmt.Errorf("request body is not a JSON object: %v", err)
+			}
+			continue
+		}
+		// A repeated "batch" counts once, with its last value.
+		switch dec.PeekKind() {
+		case '[':
+		case 0: // the body ends or is not JSON
+			_, err := dec.ReadValue()
+			return nil, fmt.Errorf("request body is not a JSON object: %v", err)
+		default:
+			return nil, errors.New(`"batch" is not a JSON array`)
+		}
+		found = true
+		if items, err = readItems(dec, data); err != nil {
+			return nil, fmt.Errorf(`"batch" is not a valid JSON array: %v`, err)
+		}
 	}
-
-	rawBatch, ok := body["batch"]
-	if !ok {
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("request body is not a JSON object: %v", err)
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, errors.New("request body has data after its JSON object")
+	}
+	if !found {
 		return nil, errors.New(`request body has no "batch" array`)
-	}
-	if !bytes.HasPrefix(bytes.TrimSpace(rawBatch), []byte("[")) {
-		return nil, errors.New(`"batch" is not a JSON array`)
-	}
-
-	var items []json.RawMessage
-	if err := json.Unmarshal(rawBatch, &items); err != nil {
-		return nil, fmt.Errorf(`"batch" is not a valid JSON array: %v`, err)
 	}
 	return items, nil
 }
 
+// readItems reads the array at the decoder's position, which reads data,
+// and returns its items as parts of data.
+func readItems(dec *jsontext.Decoder, data []byte) ([]jsontext.Value, error) {
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, err
+	}
+	var items []jsontext.Value
+	for dec.PeekKind() != ']' {
+		value, err := dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		end := int(dec.InputOffset())
+		items = append(items, jsontext.Value(data[end-len(value):end]))
+	}
+	_, err := dec.ReadToken()
+	return items, err
+}
+
+// jsonError returns err, or for a value that read without error but has
+// the wrong kind, an error naming that kind.
+func jsonError(err error, kind jsontext.Kind) error {
+	if err != nil {
+		return err
+	}
+	names := map[jsontext.Kind]string{'[': "an array", '"': "a string", '0': "a number", 't': "a boolean", 'f': "a boolean"}
+	return fmt.Errorf("found %s", names[kind])
+}
+
+// eventFields are the top-level fields of an event that Segment's rules
+// check: for each, whether it is present and its value when it is a
+// string.
+type eventFields map[string]fieldValue
+
+type fieldValue struct {
+	text     string
+	isString bool
+}
+
+// checkedFields names the fields that eventFields holds.
+var checkedFields = map[string]bool{
+	"type": true, "userId": true, "anonymousId": true, "event": true,
+	"groupId": true, "previousId": true, "messageId": true,
+}
+
+// readEventFields reads the top level of an event. Other fields and the
+// values of nested objects are checked to be valid JSON, not decoded.
+func readEventFields(raw []byte) (eventFields, error) {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw), jsonOptions...)
+	if kind := dec.PeekKind(); kind != '{' {
+		return nil, errors.New("event is not a JSON object")
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, errors.New("event is not a JSON object")
+	}
+	fields := make(eventFields, len(checkedFields))
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return nil, errors.New("event is not a JSON object")
+		}
+		key := name.String()
+		if !checkedFields[key] {
+			if err := dec.SkipValue(); err != nil {
+				return nil, errors.New("event is not a JSON object")
+			}
+			continue
+		}
+		if dec.PeekKind() != '"' {
+			if err := dec.SkipValue(); err != nil {
+				return nil, errors.New("event is not a JSON object")
+			}
+			fields[key] = fieldValue{}
+			continue
+		}
+		value, err := dec.ReadToken()
+		if err != nil {
+			return nil, errors.New("event is not a JSON object")
+		}
+		fields[key] = fieldValue{text: value.String(), isString: true}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, errors.New("event is not a JSON object")
+	}
+	return fields, nil
+}
+
 // decodeEvent checks one batch item against Segment's rules for a single
-// call, and returns its messageId ("" for none). The check decodes only the
+// call, and returns its messageId ("" for none). The check reads only the
 // item's top level; with keep, decodeEvent also returns the item decoded in
 // full.
-func decodeEvent(raw json.RawMessage, keep bool) (Event, string, error) {
+func decodeEvent(raw []byte, keep bool) (Event, string, error) {
 	if len(raw) > MaxEventBytes {
 		return nil, "", fmt.Errorf("event is %d bytes, larger than the limit of %d bytes", len(raw), MaxEventBytes)
 	}
 
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return nil, "", errors.New("event is not a JSON object")
+	fields, err := readEventFields(raw)
+	if err != nil {
+		return nil, "", err
 	}
 
-	eventType, _ := stringField(fields, "type")
+	eventType := fields["type"].text
 	if eventType == "" {
 		return nil, "", errors.New(`event has no "type"`)
 	}
@@ -257,52 +381,29 @@ func decodeEvent(raw json.RawMessage, keep bool) (Event, string, error) {
 		return nil, "", fmt.Errorf(`event "type" %q is not one of identify, track, page, screen, group, alias`, eventType)
 	}
 
-	if !hasString(fields, "userId") && !hasString(fields, "anonymousId") {
+	if fields["userId"].text == "" && fields["anonymousId"].text == "" {
 		return nil, "", errors.New(`event has neither "userId" nor "anonymousId": send at least one as a non-empty string`)
 	}
-	if field := requiredFieldByType[eventType]; field != "" && !hasString(fields, field) {
+	if field := requiredFieldByType[eventType]; field != "" && fields[field].text == "" {
 		return nil, "", fmt.Errorf("%s event has no %q: send it as a non-empty string", eventType, field)
 	}
 
-	var id string
-	if _, present := fields["messageId"]; present {
-		var ok bool
-		if id, ok = stringField(fields, "messageId"); !ok {
-			return nil, "", errors.New(`event "messageId" is not a string`)
-		}
-		if length := utf8.RuneCountInString(id); length > MaxMessageIDChars {
-			return nil, "", fmt.Errorf(`event "messageId" is %d characters long: it must be under 100`, length)
-		}
+	id, present := fields["messageId"]
+	if present && !id.isString {
+		return nil, "", errors.New(`event "messageId" is not a string`)
+	}
+	if length := utf8.RuneCountInString(id.text); length > MaxMessageIDChars {
+		return nil, "", fmt.Errorf(`event "messageId" is %d characters long: it must be under 100`, length)
 	}
 
 	if !keep {
-		return nil, id, nil
+		return nil, id.text, nil
 	}
 	var event Event
 	if err := json.Unmarshal(raw, &event); err != nil {
 		return nil, "", errors.New("event is not a JSON object")
 	}
-	return event, id, nil
-}
-
-// stringField returns the value of a top-level field, and whether it is a
-// JSON string.
-func stringField(fields map[string]json.RawMessage, name string) (string, bool) {
-	raw, ok := fields[name]
-	if !ok || len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var value string
-	if err := json.Unmarshal(raw, &value); err != nil {
-		return "", false
-	}
-	return value, true
-}
-
-// hasString reports whether a top-level field is a non-empty string.
-func hasString(fields map[string]json.RawMessage, name string) bool {
-	value, _ := stringField(fields, name)
-	return value != ""
+	return event, id.text, nil
 }
 
 // errorBody returns the JSON body of an error response.
