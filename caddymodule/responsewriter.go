@@ -112,9 +112,13 @@ func (rec *pageViewRecorder) Write(p []byte) (int, error) {
 }
 
 // ReadFrom keeps the underlying writer's fast path (such as sendfile) for
-// bodies that need no scanning, and goes through Write otherwise.
+// responses that are not page views. A page's body goes through Write,
+// whether its title is scanned or comes from the cache. Pages are small,
+// and for them Write costs less: in the load test of BENCHMARKS.md, a
+// 10 KB page takes 13 to 23 µs less CPU time than through net/http's
+// ReadFrom.
 func (rec *pageViewRecorder) ReadFrom(r io.Reader) (int64, error) {
-	if rec.wroteHeader && !rec.scanTitle {
+	if rec.wroteHeader && !rec.pageView {
 		return rec.ResponseWriterWrapper.ReadFrom(r)
 	}
 	return io.Copy(writerOnly{rec}, r)
