@@ -38,6 +38,9 @@ const (
 	// domainCacheSize bounds the number of hosts whose Domain attribute
 	// is cached.
 	domainCacheSize = 4096
+
+	// maxDomainNameLength is the longest domain name, in bytes.
+	maxDomainNameLength = 253
 )
 
 // visitor is the reader's Segment identity.
@@ -286,7 +289,9 @@ func (c *cookieSetter) expires(now time.Time) string {
 // domainFor returns the Domain attribute for a cookie set on host, as
 // findDomain gives it. Results are cached per host.
 func (c *cookieSetter) domainFor(host string) string {
-	if c.domain == cookieDomainHost {
+	// A longer host is not a domain name, and is not cached, so the cache
+	// holds at most domainCacheSize short keys.
+	if c.domain == cookieDomainHost || len(host) > maxDomainNameLength {
 		return ""
 	}
 	if domain, ok := c.domains.get(host); ok {
@@ -345,7 +350,7 @@ func (c *cookieSetter) warnUncovered(host string) {
 // of letters, digits and hyphens, which is what a cookie Domain may hold.
 // IP addresses and single-label names such as localhost are not.
 func isDomainName(host string) bool {
-	if host == "" || len(host) > 253 || strings.IndexByte(host, '.') < 0 {
+	if host == "" || len(host) > maxDomainNameLength || strings.IndexByte(host, '.') < 0 {
 		return false
 	}
 

@@ -667,3 +667,14 @@ func TestNewUUIDUniqueAcrossGoroutines(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestDomainForLongHostNotCached(t *testing.T) {
+	c, _ := unitCookieSetter("")
+	long := strings.Repeat("a", 300) + ".example.com"
+	if got := c.domainFor(long); got != "" {
+		t.Errorf("domainFor(%d-byte host) = %q, want host-only", len(long), got)
+	}
+	if _, cached := c.domains.get(long); cached {
+		t.Errorf("a %d-byte host was cached", len(long))
+	}
+}
