@@ -111,8 +111,10 @@ type Handler struct {
 	QueueSize int `json:"queue_size,omitempty"`
 
 	// How long a shutdown or a reload that changes the delivery settings
-	// waits for queued events to be delivered. Events still undelivered
-	// after it are dropped and counted. Default: 5s.
+	// waits for queued events to be delivered. After a recent failed
+	// attempt, batches waiting for a retry get up to three quarters of it
+	// before the rest is sent. Events still undelivered after it are
+	// dropped and counted. Default: 5s.
 	ShutdownTimeout caddy.Duration `json:"shutdown_timeout,omitempty"`
 
 	// Logs each event through Caddy's logger instead of sending it. No

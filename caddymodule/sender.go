@@ -89,6 +89,8 @@ type sender struct {
 	settled  chan struct{} // signalled when the client reports an event back
 
 	pending         atomic.Int64 // handed to the client, not yet reported back
+	lastFailure     atomic.Int64 // Unix nanoseconds of the last failed attempt, 0 for none
+	stopStarted     time.Time    // set by Destruct before it closes stop
 	droppedFull     atomic.Int64
 	droppedStopping atomic.Int64
 	failed          atomic.Int64
@@ -123,7 +125,7 @@ func newSender(cfg senderConfig) (*sender, error) {
 			Endpoint:   cfg.endpoint,
 			Interval:   cfg.flushInterval,
 			BatchSize:  cfg.batchSize,
-			Transport:  &batchTransport{base: s.transport, abort: abortCtx},
+			Transport:  &batchTransport{base: s.transport, abort: abortCtx, failed: s.noteFailure},
 			Logger:     clientLogger{s},
 			Callback:   senderCallback{s},
 			RetryAfter: retryDelay,
@@ -223,8 +225,44 @@ func (s *sender) drain() {
 			}
 			s.deliver(e)
 		default:
+			s.awaitRetries()
 			s.client.Close()
 			return
+		}
+	}
+}
+
+// retryWindow is longer than analytics-go keeps retrying a batch: ten
+// attempts, with retryDelay's waits of at most 10 s between them.
+const retryWindow = 2 * time.Minute
+
+// noteFailure records a failed attempt, after which analytics-go holds the
+// batch for a retry.
+func (s *sender) noteFailure() {
+	s.lastFailure.Store(time.Now().UnixNano())
+}
+
+// awaitRetries gives the events that the client holds, some of them in
+// batches that wait for a retry, up to three quarters of shutdown_timeout
+// to be reported back. analytics-go drops a batch that waits for a retry
+// as soon as it is closed, without another attempt. Without a recent
+// failed attempt no batch waits, and the client is closed at once: its
+// Close sends what it has buffered. The last quarter of shutdown_timeout
+// is left for that.
+func (s *sender) awaitRetries() {
+	last := s.lastFailure.Load()
+	if last == 0 || time.Since(time.Unix(0, last)) > retryWindow {
+		return
+	}
+	until := s.stopStarted.Add(s.config.shutdownTimeout * 3 / 4)
+	for s.pending.Load() > 0 && !s.aborted.Load() {
+		wait := time.Until(until)
+		if wait <= 0 {
+			return
+		}
+		select {
+		case <-s.settled:
+		case <-time.After(min(wait, 50*time.Millisecond)):
 		}
 	}
 }
@@ -255,6 +293,7 @@ func (s *sender) deliver(e *event) {
 // as dropped. It waits at most shutdown_timeout plus abortGrace.
 func (s *sender) Destruct() error {
 	start := time.Now()
+	s.stopStarted = start
 
 	s.mu.Lock()
 	s.closed = true

@@ -432,6 +432,65 @@ func TestSenderClientErrorDropsAtShutdown(t *testing.T) {
 	senderExpectCounts(t, senderReadCounts(t).sub(before), senderCounts{queued: n, droppedShutdown: n})
 }
 
+// analytics-go drops a batch that waits for a retry as soon as it is
+// closed. The sender therefore closes it only when such batches have been
+// delivered, or three quarters of shutdown_timeout have passed: here the
+// endpoint recovers while the sender stops, and every event arrives.
+func TestSenderDeliversRetriesAtShutdown(t *testing.T) {
+	senderCheckLeaks(t)
+	rec := senderStartRecorder(t)
+	rec.SetMode(recorder.Mode{FailAlways: true, FailStatus: 503})
+	before := senderReadCounts(t)
+	cfg := senderTestConfig(rec.URL())
+	cfg.shutdownTimeout = 4 * time.Second
+	s, release := senderStart(t, cfg)
+
+	const n = 5
+	senderEnqueue(s, n)
+	senderEventually(t, "a failed attempt", func() bool {
+		return rec.Stats().Rejected[503] >= 1
+	})
+
+	released := make(chan time.Duration)
+	go func() { released <- release() }()
+	time.Sleep(300 * time.Millisecond)
+	rec.SetMode(recorder.Mode{})
+	took := <-released
+
+	if _, err := rec.WaitEvents(n, senderWaitTimeout); err != nil {
+		t.Fatalf("events were lost at shutdown: %v", err)
+	}
+	t.Logf("release took %s with shutdown_timeout %s", took, cfg.shutdownTimeout)
+	senderExpectCounts(t, senderReadCounts(t).sub(before), senderCounts{queued: n, delivered: n})
+}
+
+// A sender that saw no failure closes the client at once, which sends
+// what it has buffered: a release does not wait for the flush interval.
+func TestSenderReleaseWithoutFailuresDoesNotWait(t *testing.T) {
+	senderCheckLeaks(t)
+	rec := senderStartRecorder(t)
+	before := senderReadCounts(t)
+	cfg := senderTestConfig(rec.URL())
+	cfg.flushInterval = time.Hour
+	cfg.batchSize = 100
+	s, release := senderStart(t, cfg)
+
+	const n = 5
+	senderEnqueue(s, n)
+	senderEventually(t, "the events handed to analytics-go", func() bool {
+		return s.pending.Load() == n
+	})
+	took := release()
+
+	if _, err := rec.WaitEvents(n, senderWaitTimeout); err != nil {
+		t.Fatalf("events were lost at shutdown: %v", err)
+	}
+	if took >= cfg.shutdownTimeout/2 {
+		t.Errorf("release took %s, expected it to send the buffered events at once, well within shutdown_timeout %s", took, cfg.shutdownTimeout)
+	}
+	senderExpectCounts(t, senderReadCounts(t).sub(before), senderCounts{queued: n, delivered: n})
+}
+
 // As with a rejected batch, the ten attempts against a closed port outlast
 // the test, so the events count as dropped at shutdown.
 func TestSenderConnectionRefusedDropsAtShutdown(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 // 500 KB, which analytics-go counts as 500,000 bytes.
 const maxRequestBytes = 500_000
 
-// batchTransport carries analytics-go's requests to Segment. It does two
-// things analytics-go v3.3.0 does not:
+// batchTransport carries analytics-go's requests to Segment and reports
+// failed attempts. It does two things analytics-go v3.3.0 does not:
 //   - it cuts every in-flight request when the sender's shutdown_timeout
 //     ends, since analytics-go's Close has no deadline;
 //   - it splits a batch whose body is over maxRequestBytes into halves.
@@ -25,6 +25,9 @@ const maxRequestBytes = 500_000
 type batchTransport struct {
 	base  http.RoundTripper
 	abort context.Context
+	// failed is called for each attempt that analytics-go will retry: a
+	// request that gets no response, or a response of 300 or more.
+	failed func()
 }
 
 func (t *batchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -88,6 +91,9 @@ func (t *batchTransport) send(req *http.Request) (*http.Response, error) {
 	}
 
 	res, err := t.base.RoundTrip(req.WithContext(ctx))
+	if (err != nil || res.StatusCode >= http.StatusMultipleChoices) && t.failed != nil {
+		t.failed()
+	}
 	if err != nil {
 		release()
 		return nil, err
