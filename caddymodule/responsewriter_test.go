@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
@@ -475,8 +477,10 @@ func TestPageViewRecorderTitleCache(t *testing.T) {
 		{"no validator is scanned", "/c", http.StatusOK, nil, page("Plain"), "Plain", true},
 		{"no validator is scanned every time", "/c", http.StatusOK, nil, page("Plain"), "Plain", true},
 		{"revalidation without validator has no title", "/c", http.StatusNotModified, nil, "", "", false},
-		{"Last-Modified is a validator", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", true},
-		{"Last-Modified is cached", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", false},
+		{"Last-Modified alone is scanned", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", true},
+		{"Last-Modified alone is not cached", "/d", http.StatusOK, http.Header{"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}}, page("Dated"), "Dated", true},
+		{"compressed by encode", "/g", http.StatusOK, http.Header{"Etag": {`"v1-gzip"`}, "Content-Encoding": {"gzip"}}, unitGzip(t, page("Zipped")), "Zipped", true},
+		{"revalidation of a compressed page", "/g", http.StatusNotModified, etag(`"v1"`), "", "Zipped", false},
 		{"unclosed title is not cached", "/e", http.StatusOK, etag(`"v1"`), "<html><head><title>Cut sho", "Cut sho", true},
 		{"unclosed title is scanned again", "/e", http.StatusOK, etag(`"v1"`), "<html><head><title>Cut short</title>", "Cut short", true},
 		{"page without title is not cached", "/f", http.StatusOK, etag(`"v1"`), "<html><body>No title</body></html>", "", true},
@@ -495,4 +499,18 @@ func TestPageViewRecorderTitleCache(t *testing.T) {
 			t.Errorf("%s: the body went to the underlying ReadFrom, want Write", tt.name)
 		}
 	}
+}
+
+// unitGzip returns text compressed with gzip.
+func unitGzip(t *testing.T, text string) string {
+	t.Helper()
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	if _, err := io.WriteString(w, text); err != nil {
+		t.Fatalf("gzip: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("gzip: %v", err)
+	}
+	return b.String()
 }

@@ -823,12 +823,14 @@ func (s *titleScanner) complete() bool {
 // titleCacheSize bounds the number of cached titles.
 const titleCacheSize = 4096
 
-// titleCache keeps the titles of pages whose responses carry a validator,
-// an ETag or a Last-Modified date, so that a page served again unchanged
-// is not scanned again. Each handler has its own, so a reload starts
-// afresh. A key is a 64-bit hash of the host, the path, the query and the
-// validator. With at most titleCacheSize pages, two of them are too
-// unlikely to share a key to matter.
+// titleCache keeps the titles of pages whose responses carry an ETag, so
+// that a page served again unchanged is not scanned again. Each handler
+// has its own, so a reload starts afresh. A key is a 64-bit hash of the
+// host, the path, the query and the ETag. With at most titleCacheSize
+// pages, two of them are too unlikely to share a key to matter.
+//
+// NOTE: a 304 gets a title only when the 200 it revalidates was seen
+// since the config was loaded.
 type titleCache struct {
 	seed   maphash.Seed
 	mu     sync.RWMutex
@@ -840,13 +842,12 @@ func newTitleCache() *titleCache {
 }
 
 // key returns the cache key of the response to r with header, or 0 when
-// the response has no validator and its title cannot be cached.
+// its title cannot be cached: the response has no ETag, or it varies by
+// request headers other than Accept-Encoding, so one ETag may stand for
+// pages with different titles.
 func (c *titleCache) key(r *http.Request, header http.Header) uint64 {
-	kind, validator := byte('E'), headerValue(header, "Etag")
-	if validator == "" {
-		kind, validator = 'L', headerValue(header, "Last-Modified")
-	}
-	if validator == "" {
+	etag := headerValue(header, "Etag")
+	if etag == "" || variesByMore(header) {
 		return 0
 	}
 	var h maphash.Hash
@@ -856,9 +857,39 @@ func (c *titleCache) key(r *http.Request, header http.Header) uint64 {
 	h.WriteString(r.URL.Path)
 	h.WriteByte(0)
 	h.WriteString(r.URL.RawQuery)
-	h.WriteByte(kind)
-	h.WriteString(validator)
+	h.WriteByte(0)
+	h.WriteString(unencodedETag(etag, headerValue(header, "Content-Encoding")))
 	return h.Sum64()
+}
+
+// unencodedETag removes the "-<coding>" that Caddy's encode handler adds
+// inside a strong ETag when it compresses the body, so that a compressed
+// 200 and the 304 that revalidates it, which carries the ETag without
+// the suffix, share a key.
+func unencodedETag(etag, contentEncoding string) string {
+	coding := strings.TrimSpace(contentEncoding)
+	if coding == "" || strings.HasPrefix(etag, "W/") {
+		return etag
+	}
+	suffix := "-" + coding + `"`
+	if strings.HasSuffix(etag, suffix) {
+		return strings.TrimSuffix(etag, suffix) + `"`
+	}
+	return etag
+}
+
+// variesByMore reports whether a response's Vary header names anything
+// but Accept-Encoding.
+func variesByMore(header http.Header) bool {
+	for _, line := range header["Vary"] {
+		for name := range strings.SplitSeq(line, ",") {
+			name = strings.TrimSpace(name)
+			if name != "" && !strings.EqualFold(name, "Accept-Encoding") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // get returns the title cached under key, if any.

@@ -741,15 +741,25 @@ func TestTitleCacheKey(t *testing.T) {
 	if base == 0 {
 		t.Fatal("key with an ETag is 0, want a key")
 	}
-	if again := c.key(request("docs.example.com", "/a?x=1"), etag); again != base {
-		t.Errorf("the same request and ETag gave keys %x and %x", base, again)
+	same := map[string]http.Header{
+		"same ETag":                     etag,
+		"Vary: Accept-Encoding":         {"Etag": {`"v1"`}, "Vary": {"Accept-Encoding"}},
+		"encode's gzip suffix":          {"Etag": {`"v1-gzip"`}, "Content-Encoding": {"gzip"}},
+		"encode's zstd suffix":          {"Etag": {`"v1-zstd"`}, "Content-Encoding": {"zstd"}},
+		"Last-Modified besides an ETag": {"Etag": {`"v1"`}, "Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}},
 	}
+	for what, header := range same {
+		if key := c.key(request("docs.example.com", "/a?x=1"), header); key != base {
+			t.Errorf("%s gave key %x, want the key %x of the plain ETag", what, key, base)
+		}
+	}
+
 	others := map[string]uint64{
-		"host":          c.key(request("api.example.com", "/a?x=1"), etag),
-		"path":          c.key(request("docs.example.com", "/b?x=1"), etag),
-		"query":         c.key(request("docs.example.com", "/a?x=2"), etag),
-		"etag":          c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v2"`}}),
-		"last-modified": c.key(request("docs.example.com", "/a?x=1"), http.Header{"Last-Modified": {`"v1"`}}),
+		"host":                       c.key(request("api.example.com", "/a?x=1"), etag),
+		"path":                       c.key(request("docs.example.com", "/b?x=1"), etag),
+		"query":                      c.key(request("docs.example.com", "/a?x=2"), etag),
+		"etag":                       c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v2"`}}),
+		"suffix of another encoding": c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v1-gzip"`}, "Content-Encoding": {"br"}}),
 	}
 	for what, key := range others {
 		if key == base {
@@ -759,8 +769,37 @@ func TestTitleCacheKey(t *testing.T) {
 			t.Errorf("key with another %s is 0", what)
 		}
 	}
-	if key := c.key(request("docs.example.com", "/a"), http.Header{}); key != 0 {
-		t.Errorf("key without validators = %x, want 0", key)
+
+	none := map[string]http.Header{
+		"no validator":          {},
+		"only Last-Modified":    {"Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}},
+		"Vary: Accept-Language": {"Etag": {`"v1"`}, "Vary": {"Accept-Encoding, Accept-Language"}},
+		"Vary: *":               {"Etag": {`"v1"`}, "Vary": {"*"}},
+		"Vary on a second line": {"Etag": {`"v1"`}, "Vary": {"Accept-Encoding", "Cookie"}},
+	}
+	for what, header := range none {
+		if key := c.key(request("docs.example.com", "/a"), header); key != 0 {
+			t.Errorf("key with %s = %x, want 0", what, key)
+		}
+	}
+}
+
+func TestUnencodedETag(t *testing.T) {
+	tests := []struct {
+		etag, coding, want string
+	}{
+		{`"abc-gzip"`, "gzip", `"abc"`},
+		{`"abc-br"`, " br ", `"abc"`},
+		{`"abc-gzip"`, "", `"abc-gzip"`},
+		{`"abc-gzip"`, "zstd", `"abc-gzip"`},
+		{`W/"abc-gzip"`, "gzip", `W/"abc-gzip"`},
+		{`"abc"`, "gzip", `"abc"`},
+		{`"-gzip"`, "gzip", `""`},
+	}
+	for _, tt := range tests {
+		if got := unencodedETag(tt.etag, tt.coding); got != tt.want {
+			t.Errorf("unencodedETag(%s, %q) = %s, want %s", tt.etag, tt.coding, got, tt.want)
+		}
 	}
 }
 

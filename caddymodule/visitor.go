@@ -97,8 +97,8 @@ func nextCookie(line string) (name, value, rest string, ok bool) {
 // decodeID turns a cookie value as written by any Segment library into the
 // bare id: analytics-next's raw value, classic analytics.js's URL-encoded
 // JSON string (%22<id>%22), or a plain quoted "<id>". A value that is empty
-// after decoding, longer than maxIDLength bytes, not UTF-8, or that holds
-// control characters is not usable.
+// or only spaces after decoding, longer than maxIDLength bytes, not UTF-8,
+// or that holds control characters is not usable.
 func decodeID(value string) (string, bool) {
 	value = strings.TrimSpace(value)
 	if strings.IndexByte(value, '%') >= 0 {
@@ -121,7 +121,7 @@ func decodeID(value string) (string, bool) {
 		}
 	}
 
-	if value == "" || len(value) > maxIDLength || value == "null" || value == "undefined" {
+	if strings.TrimSpace(value) == "" || len(value) > maxIDLength || value == "null" || value == "undefined" {
 		return "", false
 	}
 	if !utf8.ValidString(value) {
