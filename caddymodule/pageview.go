@@ -35,13 +35,34 @@ func mayBePageView(r *http.Request) bool {
 
 // isPageResponse reports whether a final response is a page: 200 with an
 // HTML Content-Type, or 304 (a revisit of a cached page) to a request that
-// asked for HTML. Assets are recognised by Content-Type, not by extension.
+// asked for HTML. A 304 has no Content-Type to tell, and a browser asks
+// for HTML whenever it opens a file in a tab, so a 304 counts only for a
+// path without a file extension or with an HTML one. Otherwise assets are
+// recognised by Content-Type, not by extension.
+//
+// NOTE: a 304 for a page whose last path segment has a dot, such as
+// /docs/v1.2, is not counted.
 func isPageResponse(r *http.Request, status int, header http.Header) bool {
 	switch status {
 	case http.StatusOK:
 		return isHTML(headerValue(header, "Content-Type"))
 	case http.StatusNotModified:
-		return asksForHTML(r)
+		return asksForHTML(r) && hasPageExtension(r.URL.Path)
+	}
+	return false
+}
+
+// hasPageExtension reports whether the last segment of path has no file
+// extension, or one that HTML pages have.
+func hasPageExtension(path string) bool {
+	name := path[strings.LastIndexByte(path, '/')+1:]
+	dot := strings.LastIndexByte(name, '.')
+	if dot < 0 {
+		return true
+	}
+	switch strings.ToLower(name[dot+1:]) {
+	case "html", "htm", "xhtml", "shtml":
+		return true
 	}
 	return false
 }

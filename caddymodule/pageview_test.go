@@ -93,6 +93,35 @@ func TestIsPageResponse(t *testing.T) {
 	}
 }
 
+func TestIsPageResponseNotModifiedPaths(t *testing.T) {
+	tests := []struct {
+		path string
+		want bool
+	}{
+		{"/", true},
+		{"/guide/intro", true},
+		{"/guide/intro/", true},
+		{"/guide/intro.html", true},
+		{"/guide/INTRO.HTM", true},
+		{"/page.xhtml", true},
+		{"/style.css", false},
+		{"/data.json", false},
+		{"/manual.pdf", false},
+		{"/images/logo.svg", false},
+		{"/v1.2/guide", true},
+		{"/.well-known/x", true},
+		{"/archive.tar.gz", false},
+	}
+	for _, tt := range tests {
+		r := unitRequest(http.MethodGet, tt.path)
+		r.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+		r.Header.Set("Sec-Fetch-Dest", "document")
+		if got := isPageResponse(r, http.StatusNotModified, http.Header{}); got != tt.want {
+			t.Errorf("isPageResponse(304 for %s) = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+}
+
 func TestSkipReason(t *testing.T) {
 	granted := []ConsentCookie{{Name: "__gitbook_cookie_granted", Value: "yes"}}
 	several := []ConsentCookie{{Name: "cookie_a", Value: "1"}, {Name: "__gitbook_cookie_granted", Value: "yes"}}
