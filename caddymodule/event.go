@@ -134,6 +134,7 @@ type pageFacts struct {
 	requestURI string // path and query, as in the request line
 	referrer   string
 	title      string
+	titleCut   bool // the title scanner cut the title
 }
 
 // event is a page view as the request path records it: the facts as read
@@ -153,14 +154,15 @@ type event struct {
 }
 
 // fromPage records the event of an HTML page view.
-func (b *eventBuilder) fromPage(r *http.Request, headers *pageHeaders, o origin, v visitor, title string, at time.Time) *event {
+func (b *eventBuilder) fromPage(r *http.Request, headers *pageHeaders, o origin, v visitor, title pageTitle, at time.Time) *event {
 	e := b.newEvent(headers, o, v, at)
 	e.page = pageFacts{
 		scheme:     o.scheme,
 		host:       o.host,
 		requestURI: originalRequestURI(r),
 		referrer:   headers.referer,
-		title:      title,
+		title:      title.text,
+		titleCut:   title.cut,
 	}
 	if b.isStatic {
 		e.props = b.static
@@ -282,6 +284,11 @@ func (e *event) message() analytics.Message {
 		campaign = campaignOf(query)
 	}
 
+	title := cutField(page.title, maxTitleBytes, "title")
+	if page.titleCut && len(title) == len(page.title) {
+		// The scanner cut it, and cutField did not count a cut of its own.
+		countTruncation("title")
+	}
 	ctx := analytics.Context{
 		Library: b.library,
 		Page: analytics.PageInfo{
@@ -289,7 +296,7 @@ func (e *event) message() analytics.Message {
 			Path:     cutField(path, maxPathBytes, "path"),
 			Search:   cutField(search, maxSearchBytes, "search"),
 			Referrer: cutField(page.referrer, maxReferrerBytes, "referrer"),
-			Title:    cutField(page.title, maxTitleBytes, "title"),
+			Title:    title,
 		},
 		Campaign: analytics.CampaignInfo{
 			Name:    cutField(campaign.Name, maxCampaignBytes, "campaign"),

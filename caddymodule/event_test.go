@@ -69,7 +69,7 @@ func TestFromPageTrackShape(t *testing.T) {
 	r.Header.Set("Accept-Language", "fr-CH, fr;q=0.9, en;q=0.8")
 	arrived := time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC)
 
-	track := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID, userID: "user-42"}, "Intro | Guides | Docs", arrived))
+	track := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID, userID: "user-42"}, pageTitle{text: "Intro | Guides | Docs"}, arrived))
 
 	checks := []struct {
 		name string
@@ -125,8 +125,8 @@ func TestFromPageProperties(t *testing.T) {
 		secondRepl.Set("unit.space", "space_b")
 		secondRepl.Set("unit.lang", "de")
 
-		firstTrack := unitTrack(t, b.fromPage(first, unitHeaders(first), originOf(first), visitor{anonymousID: unitID}, "", time.Now()))
-		secondTrack := unitTrack(t, b.fromPage(second, unitHeaders(second), originOf(second), visitor{anonymousID: unitID}, "", time.Now()))
+		firstTrack := unitTrack(t, b.fromPage(first, unitHeaders(first), originOf(first), visitor{anonymousID: unitID}, pageTitle{}, time.Now()))
+		secondTrack := unitTrack(t, b.fromPage(second, unitHeaders(second), originOf(second), visitor{anonymousID: unitID}, pageTitle{}, time.Now()))
 
 		if firstTrack.Properties["spaceId"] != "space_a" {
 			t.Errorf("first spaceId = %v, want space_a", firstTrack.Properties["spaceId"])
@@ -152,8 +152,8 @@ func TestFromPageProperties(t *testing.T) {
 		}
 		first, _ := unitPageRequest("/a", "")
 		second, _ := unitPageRequest("/b", "")
-		firstTrack := unitTrack(t, b.fromPage(first, unitHeaders(first), originOf(first), visitor{anonymousID: unitID}, "", time.Now()))
-		secondTrack := unitTrack(t, b.fromPage(second, unitHeaders(second), originOf(second), visitor{anonymousID: unitID}, "", time.Now()))
+		firstTrack := unitTrack(t, b.fromPage(first, unitHeaders(first), originOf(first), visitor{anonymousID: unitID}, pageTitle{}, time.Now()))
+		secondTrack := unitTrack(t, b.fromPage(second, unitHeaders(second), originOf(second), visitor{anonymousID: unitID}, pageTitle{}, time.Now()))
 
 		if reflect.ValueOf(firstTrack.Properties).UnsafePointer() != reflect.ValueOf(secondTrack.Properties).UnsafePointer() {
 			t.Errorf("static properties are built per event, want firstTrack shared map")
@@ -166,7 +166,7 @@ func TestFromPageProperties(t *testing.T) {
 	t.Run("no properties", func(t *testing.T) {
 		b := unitBuilder(t, &Handler{})
 		r, _ := unitPageRequest("/a", "")
-		track := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, "", time.Now()))
+		track := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, pageTitle{}, time.Now()))
 		if track.Properties != nil {
 			t.Errorf("properties = %v, want none", track.Properties)
 		}
@@ -257,7 +257,7 @@ func TestFromPageOriginalRequest(t *testing.T) {
 			r, _ := unitPageRequest("/index.html?rewritten=1", "")
 			r = r.WithContext(context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, tt.original))
 
-			page := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, "", time.Now())).Context.Page
+			page := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, pageTitle{}, time.Now())).Context.Page
 			if page.URL != tt.wantURL {
 				t.Errorf("url = %q, want %q", page.URL, tt.wantURL)
 			}
@@ -303,7 +303,7 @@ func TestFromPageSchemeAndHost(t *testing.T) {
 			}
 			unitTrusted(r, tt.trusted)
 
-			page := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, "", time.Now())).Context.Page
+			page := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, pageTitle{}, time.Now())).Context.Page
 			if page.URL != tt.wantURL {
 				t.Errorf("url = %q, want %q", page.URL, tt.wantURL)
 			}
@@ -344,7 +344,7 @@ func TestFromPageSearchAndCampaign(t *testing.T) {
 			r, _ := unitPageRequest("/", "")
 			r.RequestURI = tt.target
 
-			ctx := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, "", time.Now())).Context
+			ctx := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, pageTitle{}, time.Now())).Context
 			if ctx.Page.Path != tt.wantPath {
 				t.Errorf("path = %q, want %q", ctx.Page.Path, tt.wantPath)
 			}
@@ -364,7 +364,7 @@ func TestFromPagePageCall(t *testing.T) {
 	r.Header.Set("Referer", "https://www.example.com/")
 	arrived := time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC)
 
-	msg := b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID, userID: "user-42"}, "Intro | Docs", arrived).message()
+	msg := b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID, userID: "user-42"}, pageTitle{text: "Intro | Docs"}, arrived).message()
 	pagePointer, ok := msg.(*analytics.Page)
 	if !ok {
 		t.Fatalf("message is a %T, want *analytics.Page", msg)
@@ -421,7 +421,7 @@ func TestClientIP(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := unitBuilder(t, &Handler{IP: tt.mode})
 			r, _ := unitPageRequest("/", tt.clientIP)
-			ip := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, "", time.Now())).Context.IP
+			ip := unitTrack(t, b.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, pageTitle{}, time.Now())).Context.IP
 
 			if tt.want == "" {
 				if ip != nil {
@@ -576,7 +576,7 @@ func TestWorstCaseEventSize(t *testing.T) {
 			r.Header.Set("Accept-Language", strings.Repeat("a", 5000))
 			v := visitor{anonymousID: strings.Repeat("<", maxIDLength), userID: strings.Repeat("&", maxIDLength)}
 
-			msg := b.fromPage(r, unitHeaders(r), originOf(r), v, hostile, time.Now()).message()
+			msg := b.fromPage(r, unitHeaders(r), originOf(r), v, pageTitle{text: hostile}, time.Now()).message()
 			// analytics-go fills in type and messageId before it measures.
 			switch m := msg.(type) {
 			case *analytics.Track:

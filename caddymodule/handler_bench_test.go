@@ -292,7 +292,7 @@ func BenchmarkEventMessage(b *testing.B) {
 	builder := newEventBuilder(h)
 	r := benchRequest("/guide/install.html", true)
 	headers := readPageHeaders(r.Header)
-	e := builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), "Install | Guide | Acme Docs", time.Now())
+	e := builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), pageTitle{text: "Install | Guide | Acme Docs"}, time.Now())
 
 	b.ReportAllocs()
 	for b.Loop() {
@@ -349,7 +349,7 @@ func benchDeliver(b *testing.B, endpoint string, received func() int64) {
 	builder := newEventBuilder(h)
 	r := benchRequest("/guide/install.html", true)
 	headers := readPageHeaders(r.Header)
-	page := *builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), "Install | Guide | Acme Docs", time.Now())
+	page := *builder.fromPage(r, &headers, originOf(r), readVisitor(headers.cookies), pageTitle{text: "Install | Guide | Acme Docs"}, time.Now())
 
 	cfg := h.config
 	cfg.queueSize = max(b.N, 1)

@@ -23,7 +23,7 @@ type pageViewRecorder struct {
 	scanTitle   bool
 	visitor     visitor
 	titleKey    uint64 // the title's key in the handler's title cache, 0 for none
-	knownTitle  string // the title from the cache
+	knownTitle  pageTitle // the title from the cache
 	headers     pageHeaders
 	origin      origin
 	at          time.Time // when the page response's header was written
@@ -57,7 +57,7 @@ func (rec *pageViewRecorder) release() {
 	}
 	rec.visitor = visitor{}
 	rec.titleKey = 0
-	rec.knownTitle = ""
+	rec.knownTitle = pageTitle{}
 	rec.headers = pageHeaders{}
 	rec.origin = origin{}
 	rec.at = time.Time{}
@@ -124,12 +124,13 @@ func (rec *pageViewRecorder) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(writerOnly{rec}, r)
 }
 
-// Title returns the page title found in the body, or "".
-func (rec *pageViewRecorder) Title() string {
+// Title returns the page title found in the body or the cache, empty
+// when there is none.
+func (rec *pageViewRecorder) Title() pageTitle {
 	if !rec.scanTitle {
 		return rec.knownTitle
 	}
-	title := rec.title.Title()
+	title := pageTitle{text: rec.title.Title(), cut: rec.title.titleCut}
 	if rec.title.complete() {
 		rec.handler.titles.put(rec.titleKey, title)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/google/uuid"
@@ -418,8 +419,8 @@ func TestPageViewRecorderRelease(t *testing.T) {
 	if next.wroteHeader || next.pageView || next.scanTitle || next.visitor != (visitor{}) {
 		t.Errorf("recorder from the pool carries state: %+v", next)
 	}
-	if next.Title() != "" {
-		t.Errorf("Title() = %q before any response, want empty", next.Title())
+	if next.Title() != (pageTitle{}) {
+		t.Errorf("Title() = %+v before any response, want empty", next.Title())
 	}
 }
 
@@ -452,7 +453,7 @@ func TestPageViewRecorderTitleCache(t *testing.T) {
 		if !rec.pageView {
 			t.Fatalf("%s: not a page view", path)
 		}
-		return rec.Title(), rec.scanTitle, w.readFromCalls > 0
+		return rec.Title().text, rec.scanTitle, w.readFromCalls > 0
 	}
 	page := func(title string) string {
 		return "<!DOCTYPE html><html><head><title>" + title + "</title></head><body>Hello</body></html>"
@@ -513,4 +514,34 @@ func unitGzip(t *testing.T, text string) string {
 		t.Fatalf("gzip: %v", err)
 	}
 	return b.String()
+}
+
+// A title that the scanner cuts counts as a cut title in every event,
+// also when it comes from the title cache.
+func TestPageViewRecorderCutTitleCounted(t *testing.T) {
+	h, _ := unitProvision(t, Handler{WriteKey: unitWriteKey})
+	cuts := func() float64 { return senderMetricValue(t, fieldsTruncated.WithLabelValues("title")) }
+	long := strings.Repeat("word ", 1000)
+	body := "<html><head><title>" + long + "</title></head></html>"
+
+	before := cuts()
+	for view := range 2 {
+		w := httptest.NewRecorder()
+		r := unitBrowserRequest(http.Header{"Cookie": {"ajs_anonymous_id=" + unitID}})
+		rec := newPageViewRecorder(h, w, r)
+		rec.Header().Set("Content-Type", "text/html")
+		rec.Header().Set("Etag", `"long"`)
+		rec.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(rec, body)
+		title := rec.Title()
+		rec.release()
+
+		if !title.cut || len(title.text) > titleMaxBytes {
+			t.Errorf("view %d: title of %d bytes, cut = %v; want at most %d bytes, cut", view, len(title.text), title.cut, titleMaxBytes)
+		}
+		h.builder.fromPage(r, unitHeaders(r), originOf(r), visitor{anonymousID: unitID}, title, time.Now()).message()
+		if got := cuts() - before; got != float64(view+1) {
+			t.Errorf("after view %d, %v title cuts counted, want %d", view, got, view+1)
+		}
+	}
 }

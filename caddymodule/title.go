@@ -143,8 +143,9 @@ type titleScanState struct {
 	// endName is the lowercase end tag that closes the current raw text.
 	endName string
 
-	body  *titleEncodedBody // encoded bytes, nil until the first write
-	title string            // result of Title
+	body     *titleEncodedBody // encoded bytes, nil until the first write
+	title    string            // result of Title
+	titleCut bool              // whether Title cut the title to titleMaxBytes
 }
 
 // titleEncodedBody holds the start of an encoded body and the buffers
@@ -253,7 +254,7 @@ func (s *titleScanner) Title() string {
 		s.flushEntity()
 	}
 	if s.found {
-		s.title = titleClean(s.text[:s.textLen])
+		s.title, s.titleCut = titleClean(s.text[:s.textLen])
 	}
 	return s.title
 }
@@ -763,10 +764,10 @@ func (s *titleScanner) appendText(c byte) {
 
 // titleClean returns text with each invalid UTF-8 byte replaced by U+FFFD,
 // cut to at most titleMaxBytes bytes on a rune boundary, without a trailing
-// space.
-func titleClean(text []byte) string {
+// space, and whether it was cut.
+func titleClean(text []byte) (string, bool) {
 	if len(text) <= titleMaxBytes && utf8.Valid(text) {
-		return string(text)
+		return string(text), false
 	}
 	out := make([]byte, 0, titleMaxBytes)
 	for len(text) > 0 {
@@ -784,7 +785,7 @@ func titleClean(text []byte) string {
 		}
 		text = text[size:]
 	}
-	return strings.TrimRight(string(out), " ")
+	return strings.TrimRight(string(out), " "), len(text) > 0
 }
 
 // titleIsSpace reports whether c is ASCII whitespace as HTML defines it.
@@ -820,6 +821,13 @@ func (s *titleScanner) complete() bool {
 	return s.found && s.state == titleStateDone
 }
 
+// pageTitle is a page's title as its event gets it, and whether the
+// scanner cut it to titleMaxBytes.
+type pageTitle struct {
+	text string
+	cut  bool
+}
+
 // titleCacheSize bounds the number of cached titles.
 const titleCacheSize = 4096
 
@@ -834,11 +842,11 @@ const titleCacheSize = 4096
 type titleCache struct {
 	seed   maphash.Seed
 	mu     sync.RWMutex
-	titles map[uint64]string
+	titles map[uint64]pageTitle
 }
 
 func newTitleCache() *titleCache {
-	return &titleCache{seed: maphash.MakeSeed(), titles: make(map[uint64]string)}
+	return &titleCache{seed: maphash.MakeSeed(), titles: make(map[uint64]pageTitle)}
 }
 
 // key returns the cache key of the response to r with header, or 0 when
@@ -893,9 +901,9 @@ func variesByMore(header http.Header) bool {
 }
 
 // get returns the title cached under key, if any.
-func (c *titleCache) get(key uint64) (string, bool) {
+func (c *titleCache) get(key uint64) (pageTitle, bool) {
 	if key == 0 {
-		return "", false
+		return pageTitle{}, false
 	}
 	c.mu.RLock()
 	title, ok := c.titles[key]
@@ -904,7 +912,7 @@ func (c *titleCache) get(key uint64) (string, bool) {
 }
 
 // put caches title under key. The cache is emptied when it is full.
-func (c *titleCache) put(key uint64, title string) {
+func (c *titleCache) put(key uint64, title pageTitle) {
 	if key == 0 {
 		return
 	}

@@ -805,22 +805,22 @@ func TestUnencodedETag(t *testing.T) {
 
 func TestTitleCacheBound(t *testing.T) {
 	c := newTitleCache()
-	c.put(0, "never")
+	c.put(0, pageTitle{text: "never"})
 	if _, ok := c.get(0); ok {
 		t.Error("key 0 was cached")
 	}
 	for key := uint64(1); key <= titleCacheSize; key++ {
-		c.put(key, "title")
+		c.put(key, pageTitle{text: "title"})
 	}
 	if _, ok := c.get(1); !ok {
 		t.Error("the first title is gone before the cache was full")
 	}
-	c.put(titleCacheSize+1, "last")
+	c.put(titleCacheSize+1, pageTitle{text: "last"})
 	if _, ok := c.get(1); ok {
 		t.Error("the first title is still cached after the cache overflowed")
 	}
-	if title, ok := c.get(titleCacheSize + 1); !ok || title != "last" {
-		t.Errorf("get(last) = %q, %v; want last, true", title, ok)
+	if title, ok := c.get(titleCacheSize + 1); !ok || title.text != "last" {
+		t.Errorf("get(last) = %+v, %v; want last, true", title, ok)
 	}
 	if n := len(c.titles); n != 1 {
 		t.Errorf("%d titles cached after the overflow, want 1", n)
