@@ -138,9 +138,14 @@ func newSender(cfg senderConfig) (*sender, error) {
 	}
 
 	go s.run()
+	if cfg.dryRun {
+		// No endpoint is contacted, so none is named.
+		s.logger.Info("Segment sender started in dry-run mode; events are logged, not sent",
+			zap.Int("queue_size", cfg.queueSize))
+		return s, nil
+	}
 	s.logger.Info("Segment sender started",
 		zap.String("endpoint_host", s.host),
-		zap.Bool("dry_run", cfg.dryRun),
 		zap.Int("batch_size", cfg.batchSize),
 		zap.Duration("flush_interval", cfg.flushInterval),
 		zap.Int("queue_size", cfg.queueSize))
