@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/x-way/crawlerdetect"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 // Reasons why an HTML response is not counted as a page view. They are the
@@ -137,8 +139,14 @@ func (h *Handler) skipReason(headers *pageHeaders) string {
 	if len(h.ConsentCookies) > 0 && !h.hasConsent(headers.cookies) {
 		return skipConsent
 	}
-	if !h.TrackBots && isBot(headers.userAgent) {
-		return skipBot
+	if !h.TrackBots {
+		bot, checked := isBot(headers.userAgent)
+		if !checked {
+			h.warnBotCheckLimit()
+		}
+		if bot {
+			return skipBot
+		}
 	}
 	return ""
 }
@@ -150,6 +158,19 @@ func (h *pageHeaders) isPrefetch() bool {
 	return hasPrefixFold(h.secPurpose, "prefetch") ||
 		hasPrefixFold(h.purpose, "prefetch") ||
 		strings.EqualFold(strings.TrimSpace(h.xMoz), "prefetch")
+}
+
+// botCheckLog limits the warnings that the bot check's budget is spent.
+var botCheckLog logLimiter
+
+// warnBotCheckLimit logs, at most once per logInterval, that new
+// User-Agents arrive faster than they may be checked.
+func (h *Handler) warnBotCheckLimit() {
+	if ok, suppressed := botCheckLog.allow(); ok {
+		h.logger.Warn("new User-Agents arrive faster than the bot check allows; page views with unchecked User-Agents count as readers",
+			zap.Int("checks_per_second", botChecksPerSecond),
+			zap.Int64("suppressed_logs", suppressed))
+	}
 }
 
 // hasConsent reports whether the Cookie lines hold one of the consent
@@ -178,22 +199,41 @@ const maxBotCheckBytes = 512
 // botVerdicts caches whether a User-Agent belongs to a bot.
 var botVerdicts = newBoundedCache[bool](botCacheSize)
 
+// botChecks bounds the rate of crawlerdetect's checks, which take 0.1 to
+// 1 ms of CPU time each: a client that sends a new User-Agent with every
+// request would otherwise make every one of its requests pay for one.
+// Browsers add a few User-Agents a day, so the budget is spent only under
+// such a flood.
+var botChecks = rate.NewLimiter(botChecksPerSecond, 2*botChecksPerSecond)
+
+// botChecksPerSecond is the rate of crawlerdetect checks allowed for all
+// handlers of the process together.
+const botChecksPerSecond = 100
+
 // isBot reports whether a User-Agent is missing or belongs to a crawler.
-// crawlerdetect runs many regular expressions, so verdicts are cached.
-func isBot(userAgent string) bool {
+// crawlerdetect runs many regular expressions, so verdicts are cached, and
+// new User-Agents are checked at most botChecksPerSecond times a second.
+// Beyond that rate a new User-Agent counts as a reader, without a cached
+// verdict, and checked is false. A client can always pass for a reader by
+// sending a browser's User-Agent, so this lets no client do more than it
+// already can.
+func isBot(userAgent string) (bot, checked bool) {
 	if strings.TrimSpace(userAgent) == "" {
-		return true
+		return true, true
 	}
 	if len(userAgent) > maxBotCheckBytes {
 		userAgent = userAgent[:maxBotCheckBytes]
 	}
 	if verdict, ok := botVerdicts.get(userAgent); ok {
-		return verdict
+		return verdict, true
+	}
+	if !botChecks.Allow() {
+		return false, false
 	}
 
 	verdict := crawlerdetect.IsCrawler(userAgent)
 	botVerdicts.put(userAgent, verdict)
-	return verdict
+	return verdict, true
 }
 
 // headerValue returns the first value of a header whose name is given in

@@ -3,8 +3,15 @@ package caddymodule
 import (
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/time/rate"
 )
 
 const (
@@ -184,10 +191,10 @@ func TestIsBotLongUserAgent(t *testing.T) {
 	long := unitGooglebotUA + " " + strings.Repeat("x", 64<<10)
 	longBrowser := unitChromeUA + " " + strings.Repeat("x", 64<<10)
 
-	if !isBot(long) {
+	if bot, _ := isBot(long); !bot {
 		t.Errorf("isBot(Googlebot + 64 KB) = false, want true")
 	}
-	if isBot(longBrowser) {
+	if bot, _ := isBot(longBrowser); bot {
 		t.Errorf("isBot(Chrome + 64 KB) = true, want false")
 	}
 	if _, cached := botVerdicts.get(long); cached {
@@ -200,10 +207,10 @@ func TestIsBotLongUserAgent(t *testing.T) {
 
 func TestIsBotCachedVerdict(t *testing.T) {
 	for range 3 {
-		if !isBot(unitGooglebotUA) {
+		if bot, _ := isBot(unitGooglebotUA); !bot {
 			t.Errorf("isBot(Googlebot) = false, want true")
 		}
-		if isBot(unitChromeUA) {
+		if bot, _ := isBot(unitChromeUA); bot {
 			t.Errorf("isBot(Chrome) = true, want false")
 		}
 	}
@@ -243,5 +250,46 @@ func TestReadPageHeaders(t *testing.T) {
 	}
 	if empty := readPageHeaders(http.Header{"User-Agent": {}}); !reflect.DeepEqual(empty, pageHeaders{}) {
 		t.Errorf("readPageHeaders of an empty value list = %+v, want nothing", empty)
+	}
+}
+
+func TestIsBotCheckLimit(t *testing.T) {
+	saved := botChecks
+	t.Cleanup(func() { botChecks = saved })
+	// One check, then none: the budget of a flood of new User-Agents.
+	botChecks = rate.NewLimiter(0, 1)
+
+	// Unique User-Agents, so that no verdict is cached from an earlier run.
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	first := "Googlebot/2.1 (+http://www.google.com/bot.html) limit-test-1-" + run
+	if bot, checked := isBot(first); !bot || !checked {
+		t.Errorf("isBot(first new Googlebot) = %v, %v; want true, true", bot, checked)
+	}
+	second := "Googlebot/2.1 (+http://www.google.com/bot.html) limit-test-2-" + run
+	if bot, checked := isBot(second); bot || checked {
+		t.Errorf("isBot(Googlebot beyond the budget) = %v, %v; want false, false: a reader, unchecked", bot, checked)
+	}
+	if _, cached := botVerdicts.get(second); cached {
+		t.Error("a User-Agent beyond the budget got a cached verdict, want it checked later")
+	}
+	if bot, checked := isBot(first); !bot || !checked {
+		t.Errorf("isBot(cached Googlebot) = %v, %v; want true, true from the cache", bot, checked)
+	}
+	if bot, checked := isBot(""); !bot || !checked {
+		t.Errorf("isBot(\"\") = %v, %v; want true, true without a check", bot, checked)
+	}
+
+	// The handler counts such a page view and warns once.
+	botCheckLog.next.Store(0)
+	core, logs := observer.New(zapcore.WarnLevel)
+	h := &Handler{logger: zap.New(core)}
+	for range 3 {
+		headers := pageHeaders{userAgent: "Googlebot/2.1 limit-test-" + run + strings.Repeat("x", len(logs.All())+3)}
+		if reason := h.skipReason(&headers); reason != "" {
+			t.Errorf("skipReason beyond the budget = %q, want a page view", reason)
+		}
+	}
+	if n := logs.FilterMessageSnippet("faster than the bot check allows").Len(); n != 1 {
+		t.Errorf("%d warnings about the bot check's budget, want 1", n)
 	}
 }
