@@ -37,10 +37,10 @@ func mayBePageView(r *http.Request) bool {
 
 // isPageResponse reports whether a final response is a page: 200 with an
 // HTML Content-Type, or 304 (a revisit of a cached page) to a request that
-// asked for HTML. A 304 has no Content-Type to tell, and a browser asks
-// for HTML whenever it opens a file in a tab, so a 304 counts only for a
-// path without a file extension or with an HTML one. Otherwise assets are
-// recognised by Content-Type, not by extension.
+// accepts HTML. A 304 carries no Content-Type, and a browser that opens
+// any file in a tab accepts HTML, so a 304 counts only for a path without
+// a file extension or with an HTML one. Otherwise assets are recognised
+// by Content-Type, not by extension.
 //
 // NOTE: a 304 for a page whose last path segment has a dot, such as
 // /docs/v1.2, is not counted.
@@ -163,8 +163,8 @@ func (h *pageHeaders) isPrefetch() bool {
 // botCheckLog limits the warnings that the bot check's budget is spent.
 var botCheckLog logLimiter
 
-// warnBotCheckLimit logs, at most once per logInterval, that new
-// User-Agents arrive faster than they may be checked.
+// warnBotCheckLimit logs that new User-Agents arrive faster than they may
+// be checked. botCheckLog lets one line through per logInterval.
 func (h *Handler) warnBotCheckLimit() {
 	if ok, suppressed := botCheckLog.allow(); ok {
 		h.logger.Warn("new User-Agents arrive faster than the bot check allows; page views with unchecked User-Agents count as readers",

@@ -850,9 +850,9 @@ func newTitleCache() *titleCache {
 }
 
 // key returns the cache key of the response to r with header, or 0 when
-// its title cannot be cached: the response has no ETag, or it varies by
-// request headers other than Accept-Encoding, so one ETag may stand for
-// pages with different titles.
+// its title cannot be cached. That is when the response has no ETag, or
+// varies by request headers other than Accept-Encoding, since one ETag may
+// then stand for pages with different titles.
 func (c *titleCache) key(r *http.Request, header http.Header) uint64 {
 	etag := headerValue(header, "Etag")
 	if etag == "" || variesByMore(header) {
