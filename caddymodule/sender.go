@@ -332,9 +332,11 @@ func (s *sender) Destruct() error {
 	}
 
 	fields := []zap.Field{
-		zap.String("endpoint_host", s.host),
 		zap.Duration("duration", time.Since(start)),
 		zap.Int64("dropped", s.droppedStopping.Load()),
+	}
+	if !s.config.dryRun {
+		fields = append(fields, zap.String("endpoint_host", s.host))
 	}
 	if s.droppedStopping.Load() > 0 {
 		s.logger.Warn("Segment sender stopped; undelivered events were dropped", fields...)
