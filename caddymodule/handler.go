@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -208,14 +207,7 @@ func (h *Handler) prepare() error {
 	h.inflight = new(atomic.Int64)
 	h.builder = newEventBuilder(h)
 	h.titles = newTitleCache()
-	h.cookie = &cookieSetter{
-		domain:   h.CookieDomain,
-		maxAge:   time.Duration(h.CookieMaxAge),
-		classic:  h.CookieFormat == cookieFormatClassic,
-		logger:   h.logger,
-		warnings: &sync.Map{},
-		domains:  newBoundedCache[string](domainCacheSize),
-	}
+	h.cookie = newCookieSetter(h.CookieDomain, time.Duration(h.CookieMaxAge), h.CookieFormat == cookieFormatClassic, h.logger)
 	return nil
 }
 

@@ -22,7 +22,7 @@ type pageViewRecorder struct {
 	pageView    bool
 	scanTitle   bool
 	visitor     visitor
-	titleKey    uint64 // the title's key in the handler's title cache, 0 for none
+	titleKey    uint64    // the title's key in the handler's title cache, 0 for none
 	knownTitle  pageTitle // the title from the cache
 	headers     pageHeaders
 	origin      origin

@@ -213,7 +213,24 @@ type cookieSetter struct {
 	warned   atomic.Int64
 	domains  *boundedCache[string] // host → Domain attribute, "" for none
 
+	// maxAgeText is the cookie's Max-Age attribute, with its leading "; ".
+	maxAgeText string
+
 	lastExpiry atomic.Pointer[expiry]
+}
+
+// newCookieSetter returns a cookie setter for the cookie_domain domain, a
+// lifetime of maxAge and, with classic, analytics.js's quoted format.
+func newCookieSetter(domain string, maxAge time.Duration, classic bool, logger *zap.Logger) *cookieSetter {
+	return &cookieSetter{
+		domain:     domain,
+		maxAge:     maxAge,
+		classic:    classic,
+		logger:     logger,
+		warnings:   &sync.Map{},
+		domains:    newBoundedCache[string](domainCacheSize),
+		maxAgeText: "; Max-Age=" + strconv.FormatInt(int64(maxAge/time.Second), 10),
+	}
 }
 
 // setNewID gives a new reader a new id: it adds the Set-Cookie header
@@ -252,9 +269,7 @@ func (c *cookieSetter) cookie(o origin, id uuid.UUID, now time.Time) (string, in
 		b.WriteString("; Domain=")
 		b.WriteString(domain)
 	}
-	b.WriteString("; Max-Age=")
-	var digits [20]byte
-	b.Write(strconv.AppendInt(digits[:0], int64(c.maxAge/time.Second), 10))
+	b.WriteString(c.maxAgeText)
 	b.WriteString("; Expires=")
 	b.WriteString(c.expires(now))
 	b.WriteString("; SameSite=Lax")

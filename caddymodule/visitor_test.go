@@ -36,16 +36,16 @@ func unitTrusted(r *http.Request, trusted bool) {
 	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, trusted)
 }
 
-// unitCookieSetter returns a cookie setter that logs into an observer.
+// unitCookieSetter returns a cookie setter with the default lifetime and
+// format that logs into an observer.
 func unitCookieSetter(domain string) (*cookieSetter, *observer.ObservedLogs) {
+	return unitCookieSetterWith(domain, defaultCookieMaxAge, false)
+}
+
+// unitCookieSetterWith returns a cookie setter that logs into an observer.
+func unitCookieSetterWith(domain string, maxAge time.Duration, classic bool) (*cookieSetter, *observer.ObservedLogs) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	return &cookieSetter{
-		domain:   domain,
-		maxAge:   defaultCookieMaxAge,
-		logger:   zap.New(core),
-		warnings: &sync.Map{},
-		domains:  newBoundedCache[string](domainCacheSize),
-	}, logs
+	return newCookieSetter(domain, maxAge, classic, zap.New(core)), logs
 }
 
 func TestDecodeID(t *testing.T) {
@@ -465,11 +465,11 @@ func TestSetCookie(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, _ := unitCookieSetter("")
-			c.classic = tt.classic
+			maxAge := defaultCookieMaxAge
 			if tt.maxAge != 0 {
-				c.maxAge = tt.maxAge
+				maxAge = tt.maxAge
 			}
+			c, _ := unitCookieSetterWith("", maxAge, tt.classic)
 			r := unitRequest(http.MethodGet, "/guide/")
 			r.Host = tt.host
 			if tt.tls {
@@ -558,8 +558,7 @@ func TestSetNewIDDiffers(t *testing.T) {
 }
 
 func TestCookieExpires(t *testing.T) {
-	c, _ := unitCookieSetter("")
-	c.maxAge = 24 * time.Hour
+	c, _ := unitCookieSetterWith("", 24*time.Hour, false)
 	base := time.Date(2026, 12, 4, 10, 30, 15, 0, time.FixedZone("CET", 3600))
 	tests := []struct {
 		name string
