@@ -241,13 +241,13 @@ func (s *sender) drain() {
 // attempts, with retryDelay's waits of at most 10 s between them.
 const retryWindow = 2 * time.Minute
 
-// noteFailure records a failed attempt, after which analytics-go holds the
+// noteFailure records a failed attempt, after which analytics-go keeps the
 // batch for a retry.
 func (s *sender) noteFailure() {
 	s.lastFailure.Store(time.Now().UnixNano())
 }
 
-// awaitRetries gives the events that the client holds, some of them in
+// awaitRetries gives the events that the client keeps, some of them in
 // batches that wait for a retry, up to three quarters of shutdown_timeout
 // to be reported back. analytics-go drops a batch that waits for a retry
 // as soon as it is closed, without another attempt. Without a recent

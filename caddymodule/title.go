@@ -886,8 +886,8 @@ func unencodedETag(etag, contentEncoding string) string {
 	return etag
 }
 
-// variesByMore reports whether a response's Vary header names anything
-// but Accept-Encoding.
+// variesByMore reports whether a response's Vary header lists a request
+// header other than Accept-Encoding.
 func variesByMore(header http.Header) bool {
 	for _, line := range header["Vary"] {
 		for name := range strings.SplitSeq(line, ",") {

@@ -748,9 +748,9 @@ func TestTitleCacheKey(t *testing.T) {
 		"encode's zstd suffix":          {"Etag": {`"v1-zstd"`}, "Content-Encoding": {"zstd"}},
 		"Last-Modified besides an ETag": {"Etag": {`"v1"`}, "Last-Modified": {"Tue, 01 Dec 2026 09:12:44 GMT"}},
 	}
-	for what, header := range same {
+	for variant, header := range same {
 		if key := c.key(request("docs.example.com", "/a?x=1"), header); key != base {
-			t.Errorf("%s gave key %x, want the key %x of the plain ETag", what, key, base)
+			t.Errorf("%s gave key %x, want the key %x of the plain ETag", variant, key, base)
 		}
 	}
 
@@ -761,12 +761,12 @@ func TestTitleCacheKey(t *testing.T) {
 		"etag":                       c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v2"`}}),
 		"suffix of another encoding": c.key(request("docs.example.com", "/a?x=1"), http.Header{"Etag": {`"v1-gzip"`}, "Content-Encoding": {"br"}}),
 	}
-	for what, key := range others {
+	for part, key := range others {
 		if key == base {
-			t.Errorf("another %s gave the same key", what)
+			t.Errorf("another %s gave the same key", part)
 		}
 		if key == 0 {
-			t.Errorf("key with another %s is 0", what)
+			t.Errorf("key with another %s is 0", part)
 		}
 	}
 
@@ -777,9 +777,9 @@ func TestTitleCacheKey(t *testing.T) {
 		"Vary: *":               {"Etag": {`"v1"`}, "Vary": {"*"}},
 		"Vary on a second line": {"Etag": {`"v1"`}, "Vary": {"Accept-Encoding", "Cookie"}},
 	}
-	for what, header := range none {
+	for variant, header := range none {
 		if key := c.key(request("docs.example.com", "/a"), header); key != 0 {
-			t.Errorf("key with %s = %x, want 0", what, key)
+			t.Errorf("key with %s = %x, want 0", variant, key)
 		}
 	}
 }

@@ -70,8 +70,8 @@ func readVisitor(cookies []string) visitor {
 	return v
 }
 
-// hasCookie reports whether the Cookie lines hold a cookie with that name
-// and exactly that value.
+// hasCookie reports whether the Cookie lines contain a cookie with that
+// name and exactly that value.
 func hasCookie(cookies []string, name, value string) bool {
 	for _, line := range cookies {
 		for line != "" {
@@ -173,7 +173,7 @@ func newUUID() uuid.UUID {
 	return id
 }
 
-// randomBuffer holds random bytes for 64 ids. The pool gives a buffer to
+// randomBuffer contains random bytes for 64 ids. The pool gives a buffer to
 // one goroutine at a time, so no two ids share bytes.
 type randomBuffer struct {
 	bytes [64 * 16]byte
@@ -251,36 +251,40 @@ func (c *cookieSetter) setNewID(header http.Header, o origin, now time.Time) str
 // scripts on purpose: Segment's browser library must read it to use the
 // same id.
 func (c *cookieSetter) cookie(o origin, id uuid.UUID, now time.Time) (string, int) {
-	// One allocation: the builder's buffer becomes the string.
-	var b strings.Builder
-	b.Grow(cookieCapacity)
-	b.WriteString(anonymousIDCookie + "=")
+	quote := ""
 	if c.classic {
-		b.WriteString("%22")
+		quote = "%22"
 	}
+	domain := c.domainFor(o.hostname())
+	expires := c.expires(now)
+
+	// One allocation, of at least the cookie's size: the builder's buffer
+	// becomes the string.
+	var b strings.Builder
+	b.Grow(len(anonymousIDCookie+"=") + 2*len(quote) + uuidTextLength +
+		len("; Path=/; Domain=") + len(domain) + len(c.maxAgeText) +
+		len("; Expires=") + len(expires) + len("; SameSite=Lax; Secure"))
+
+	b.WriteString(anonymousIDCookie + "=")
+	b.WriteString(quote)
 	start := b.Len()
 	text := uuidText(id)
 	b.Write(text[:])
-	if c.classic {
-		b.WriteString("%22")
-	}
+	b.WriteString(quote)
 	b.WriteString("; Path=/")
-	if domain := c.domainFor(o.hostname()); domain != "" {
+	if domain != "" {
 		b.WriteString("; Domain=")
 		b.WriteString(domain)
 	}
 	b.WriteString(c.maxAgeText)
 	b.WriteString("; Expires=")
-	b.WriteString(c.expires(now))
+	b.WriteString(expires)
 	b.WriteString("; SameSite=Lax")
 	if o.scheme == "https" {
 		b.WriteString("; Secure")
 	}
 	return b.String(), start
 }
-
-// cookieCapacity fits a cookie with a Domain of up to 60 bytes.
-const cookieCapacity = 192
 
 // expiry is the Expires attribute of the cookies set within one second.
 type expiry struct {
@@ -387,9 +391,9 @@ func isDomainName(host string) bool {
 	return !numeric
 }
 
-// origin holds the scheme and the host that the reader used, which a
-// trusted proxy reports in X-Forwarded-Proto and X-Forwarded-Host, and the
-// client IP that Caddy determined, honouring trusted_proxies.
+// origin is the scheme and the host that the reader used, which a trusted
+// proxy reports in X-Forwarded-Proto and X-Forwarded-Host, and the client
+// IP that Caddy determined, honouring trusted_proxies.
 type origin struct {
 	scheme   string
 	host     string // as sent, with any port

@@ -680,3 +680,23 @@ func TestDomainForLongHostNotCached(t *testing.T) {
 		t.Errorf("a %d-byte host was cached", len(long))
 	}
 }
+
+func TestCookieOneAllocation(t *testing.T) {
+	c, _ := unitCookieSetterWith("", defaultCookieMaxAge, true)
+	r := unitRequest(http.MethodGet, "/guide/")
+	r.Host = "docs." + strings.Repeat("d", 63) + ".example.com"
+	r.TLS = &tls.ConnectionState{}
+	o := originOf(r)
+	now := time.Now()
+	id := newUUID()
+
+	cookie, _ := c.cookie(o, id, now)
+	for _, attribute := range []string{"%22", "; Domain=", "; Secure"} {
+		if !strings.Contains(cookie, attribute) {
+			t.Fatalf("cookie %q has no %q, want the longest form", cookie, attribute)
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { c.cookie(o, id, now) }); allocs != 1 {
+		t.Errorf("cookie allocates %v times in its longest form, want 1", allocs)
+	}
+}

@@ -106,9 +106,9 @@ func readBody(req *http.Request) rawBody {
 }
 
 // decodeBatch decodes and validates a batch request body. It returns the
-// messageId of each of the batch's events ("" for none) and, with keep, the
-// events decoded in full; or an error naming the first rule the request
-// breaks. The error is a *statusError when its status is not 400.
+// messageId of each event ("" for none) and, with keep, the events decoded
+// in full. An invalid body gives an error that names the first rule it
+// breaks, a *statusError when its status is not 400.
 func decodeBatch(header http.Header, body rawBody, keep bool) ([]Event, []string, error) {
 	if body.err != nil {
 		return nil, nil, fmt.Errorf("reading the request body failed: %v", body.err)
@@ -297,21 +297,29 @@ func jsonError(err error, kind jsontext.Kind) error {
 	if err != nil {
 		return err
 	}
-	names := map[jsontext.Kind]string{'[': "an array", '"': "a string", '0': "a number", 't': "a boolean", 'f': "a boolean"}
-	return fmt.Errorf("found %s", names[kind])
+	switch kind {
+	case '[':
+		return errors.New("found an array")
+	case '"':
+		return errors.New("found a string")
+	case '0':
+		return errors.New("found a number")
+	default:
+		return errors.New("found a boolean")
+	}
 }
 
-// eventFields are the top-level fields of an event that Segment's rules
-// check: for each, whether it is present and its value when it is a
-// string.
+// eventFields maps each top-level field of an event that Segment's rules
+// check, when present, to its value.
 type eventFields map[string]fieldValue
 
+// fieldValue is a field's value when it is a JSON string.
 type fieldValue struct {
 	text     string
 	isString bool
 }
 
-// checkedFields names the fields that eventFields holds.
+// checkedFields lists the fields that eventFields contains.
 var checkedFields = map[string]bool{
 	"type": true, "userId": true, "anonymousId": true, "event": true,
 	"groupId": true, "previousId": true, "messageId": true,

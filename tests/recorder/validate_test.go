@@ -27,7 +27,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	header := http.Header{"Content-Type": {"application/json"}}
 
 	f.Fuzz(func(t *testing.T, body []byte) {
-		kept, keptIDs, keptErr := decodeBatch(header, rawBody{data: body}, true)
+		keptEvents, keptIDs, keptErr := decodeBatch(header, rawBody{data: body}, true)
 		counted, countedIDs, countedErr := decodeBatch(header, rawBody{data: body}, false)
 
 		if (keptErr == nil) != (countedErr == nil) {
@@ -45,10 +45,10 @@ func FuzzDecodeBatch(f *testing.F) {
 		if !reflect.DeepEqual(keptIDs, countedIDs) {
 			t.Errorf("messageIds differ: kept %q, counted %q", keptIDs, countedIDs)
 		}
-		if len(kept) != len(keptIDs) {
-			t.Fatalf("%d events kept with %d messageIds", len(kept), len(keptIDs))
+		if len(keptEvents) != len(keptIDs) {
+			t.Fatalf("%d events kept with %d messageIds", len(keptEvents), len(keptIDs))
 		}
-		for i, event := range kept {
+		for i, event := range keptEvents {
 			id, _ := event["messageId"].(string)
 			if id != keptIDs[i] {
 				t.Errorf("event %d has messageId %q, returned as %q", i, id, keptIDs[i])
